@@ -1,0 +1,181 @@
+"""The `pipeline` command: one sub-command per DVC stage, plus `train` and `translate`.
+
+Commands are thin: load the config (params.yaml + --set overrides), call a stage function in
+pipeline/stages/, print a one-line error for user mistakes. Heavy imports (torch, ray, mlflow,
+polars) happen inside the stage modules so that `pipeline --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.config import Config, load_config
+from seq2seq.errors import DataError
+
+app = typer.Typer(
+    name="pipeline",
+    help="LSTM seq2seq translation (Sutskever et al., 2014): data stages, Ray Train/Tune, MLflow.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ParamsOpt = Annotated[
+    Path, typer.Option("--params", "-p", help="Config file (params.yaml).", show_default=True)
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        help="Override a config key, e.g. --set train.epochs=3 (repeatable; value parsed as YAML).",
+    ),
+]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show library logs (Ray, MLflow) in full.")
+]
+
+
+def _user_errors(fn: Callable) -> Callable:
+    """Print a user error in one line and exit 2, however the app is invoked.
+
+    (`pipeline`, `python -m pipeline` and `typer pipeline run` all reach the commands, but only
+    the first goes through `main()`, so the handling lives on the commands themselves.)
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DataError as err:
+            from pipeline.ui import console
+
+            console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _config(params: Path, overrides: list[str] | None, extra: dict | None = None) -> Config:
+    cfg = load_config(params, overrides)
+    return cfg.with_overrides(extra) if extra else cfg
+
+
+@app.command()
+@_user_errors
+def download(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Materialise the configured corpus under data/raw with a manifest (sha256, line counts)."""
+    from pipeline.stages import download as stage
+
+    stage.run(_config(params, set_))
+
+
+@app.command()
+@_user_errors
+def clean(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """NFC, whitespace, empty/over-long/ratio-outlier/duplicate pairs; writes a report."""
+    from pipeline.stages import preprocess as stage
+
+    stage.clean(_config(params, set_))
+
+
+@app.command()
+@_user_errors
+def tokenize(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Lower-case, split words and punctuation, build vocabularies, map tokens to ids."""
+    from pipeline.stages import preprocess as stage
+
+    stage.tokenize(_config(params, set_))
+
+
+@app.command()
+@_user_errors
+def reverse(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Reverse source token order (data.reverse_source) and write the training-ready splits."""
+    from pipeline.stages import preprocess as stage
+
+    stage.reverse(_config(params, set_))
+
+
+@app.command()
+@_user_errors
+def train(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """One Ray Train DDP run of the params.yaml config (no sweep), tracked in MLflow."""
+    from pipeline.stages import train as stage
+
+    stage.run(_config(params, set_), verbose=verbose)
+
+
+@app.command()
+@_user_errors
+def tune(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    num_samples: Annotated[
+        int | None, typer.Option(help="Trials to sample (overrides tune.num_samples).", min=1)
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted sweep.")
+    ] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Ray Tune sweep (ASHA) over tune.search_space; best checkpoint to models/best."""
+    from pipeline.stages import tune as stage
+
+    extra = {"tune.num_samples": num_samples} if num_samples else None
+    stage.run(_config(params, set_, extra), resume=resume, verbose=verbose)
+
+
+@app.command()
+@_user_errors
+def evaluate(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Checkpoint to evaluate (default: models/best).")
+    ] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Test-set BLEU (sacreBLEU), chrF, perplexity, greedy and beam; metrics/eval.json."""
+    from pipeline.stages import evaluate as stage
+
+    stage.run(_config(params, set_), checkpoint=checkpoint, verbose=verbose)
+
+
+@app.command()
+@_user_errors
+def translate(
+    sentences: Annotated[
+        list[str] | None, typer.Argument(help="Sentences to translate (default: read stdin).")
+    ] = None,
+    checkpoint: Annotated[
+        Path, typer.Option("--checkpoint", "-c", help="Checkpoint file or folder.")
+    ] = Path("models/best"),
+    input_file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Translate each line of this file.")
+    ] = None,
+    beam_size: Annotated[int, typer.Option(min=1, help="1 means greedy.")] = 5,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+) -> None:
+    """Translate sentences with a checkpoint (its own cleaning, tokenisation and reversal)."""
+    from pipeline.stages import translate as stage
+
+    stage.run(checkpoint, sentences, input_file, beam_size=beam_size, batch_size=batch_size)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

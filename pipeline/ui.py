@@ -1,0 +1,55 @@
+"""Terminal output: one console, rich progress bars, and quiet-by-default logging."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+console = Console(stderr=True)
+
+
+@contextmanager
+def progress(description: str, total: float | None = None) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr; yields `advance(n=1, total=None, description=None)`.
+
+    Library functions take such a callable (`progress=`) and never import rich themselves.
+    Hidden when stderr is not a terminal (CI, DVC logs) to keep logs clean.
+    """
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal,
+    )
+    with bar:
+        task = bar.add_task(description, total=total)
+
+        def advance(n: float = 1, total: float | None = None, description: str | None = None):
+            kwargs = {}
+            if total is not None:
+                kwargs["total"] = total
+            if description is not None:
+                kwargs["description"] = description
+            bar.update(task, advance=n, **kwargs)
+
+        yield advance
+
+
+def info(message: str) -> None:
+    console.print(message, highlight=False)

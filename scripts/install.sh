@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install everything into .venv in the project root and leave DVC ready to run.
+#   bash scripts/install.sh
+# Environment knobs:
+#   PYTHON=python3.11          interpreter used to create .venv
+#   TORCH_SPEC="torch==2.13.0" the torch requirement installed first (pip may find a local CPU
+#                              wheel through its find-links; on Linux, PyPI's default wheel is the
+#                              CUDA build)
+#   TORCH_INDEX_URL=...        a PyTorch wheel index to take torch from (a CPU or CUDA variant)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+
+# torch first, pinned: with it installed, the project's own `torch>=...` requirement pulls nothing.
+echo "==> installing $TORCH_SPEC"
+if [ -n "${TORCH_INDEX_URL:-}" ]; then
+  "${PIP[@]}" "$TORCH_SPEC" --index-url "$TORCH_INDEX_URL"
+else
+  "${PIP[@]}" "$TORCH_SPEC"
+fi
+
+echo "==> installing the project and its dependencies (editable, with the dev extra)"
+"${PIP[@]}" -e ".[dev]"
+
+# DVC needs a Git repository; the project ships .dvc/ so a clone is ready as it is.
+if [ ! -d .git ]; then
+  git init -q
+fi
+if [ ! -d .dvc ]; then
+  .venv/bin/dvc init -q
+fi
+.venv/bin/dvc config --local core.analytics false >/dev/null 2>&1 || true
+
+echo "==> done: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")')"
+echo "    run the pipeline with:  .venv/bin/dvc repro"

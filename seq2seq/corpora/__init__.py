@@ -1,0 +1,1 @@
+"""Corpus sources: the generated `sample` corpus, Multi30k, Tatoeba/Anki and local/remote files."""
