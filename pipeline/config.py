@@ -250,8 +250,10 @@ def _format_error(err: ValidationError, source: str) -> str:
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling against params.yaml)"
         got = e.get("input")
-        shown = "" if e["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else (
-            f" (got {got!r})"
+        shown = (
+            ""
+            if e["type"] in ("extra_forbidden", "missing") or isinstance(got, dict)
+            else (f" (got {got!r})")
         )
         lines.append(f"{path or '<root>'}: {msg}{shown}" if path else f"{msg}{shown}")
     return f"invalid config in {source}: " + "; ".join(lines)

@@ -15,7 +15,7 @@ from typing import Any
 
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary folder; on success it replaces `path` whole, on error it is removed."""
+    """Yield an empty temporary folder; on success it replaces `path` whole, else it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))

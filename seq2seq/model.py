@@ -40,9 +40,9 @@ class Seq2Seq(nn.Module):
         super().__init__()
         self.src_emb = nn.Embedding(src_vocab_size, emb_dim, padding_idx=PAD)
         self.tgt_emb = nn.Embedding(tgt_vocab_size, emb_dim, padding_idx=PAD)
-        lstm_dropout = dropout if num_layers > 1 else 0.0
-        self.encoder = nn.LSTM(emb_dim, hidden_dim, num_layers, dropout=lstm_dropout, batch_first=True)
-        self.decoder = nn.LSTM(emb_dim, hidden_dim, num_layers, dropout=lstm_dropout, batch_first=True)
+        between = dropout if num_layers > 1 else 0.0  # dropout between stacked LSTM layers
+        self.encoder = nn.LSTM(emb_dim, hidden_dim, num_layers, dropout=between, batch_first=True)
+        self.decoder = nn.LSTM(emb_dim, hidden_dim, num_layers, dropout=between, batch_first=True)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(hidden_dim, tgt_vocab_size)
         self.reset_parameters()

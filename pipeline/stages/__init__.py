@@ -1,1 +1,1 @@
-"""One module per DVC stage (plus train and translate): load inputs, call seq2seq/, write outputs."""
+"""One module per DVC stage (plus train, translate): load inputs, call seq2seq/, write outputs."""
