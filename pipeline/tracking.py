@@ -1,0 +1,262 @@
+"""MLflow tracking, written by the driver process only.
+
+Where runs go: `mlflow.tracking_uri`, else env `MLFLOW_TRACKING_URI`, else the SQLite file
+`mlflow.db` in the project root as an ABSOLUTE URI (Ray workers and DVC change the cwd). The
+project root is the cwd, except under `dvc exp run --temp`, which runs in a copy under
+`<root>/.dvc/tmp/exps/...`: then the outer project's mlflow.db is used so those runs land in
+the same store. One experiment per corpus and direction; a sweep is a parent run with one child
+run per trial (tag `mlflow.parentRunId`). Runs are found again by a key tag, so a resumed
+sweep or training run keeps logging into the runs it started.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+from pipeline.config import Config, flatten
+
+RUN_KEY_TAG = "seq2seq.run_key"  # identifies a train run / sweep / trial across restarts
+PARENT_TAG = "mlflow.parentRunId"
+EPOCH_METRICS = ("train_loss", "val_loss", "val_ppl", "val_bleu", "tokens_per_s", "epoch_seconds")
+
+
+# ------------------------------------------------------------------------------- resolution
+def project_root(cwd: str | Path | None = None) -> Path:
+    """The project root: `cwd`, or the outer project when `cwd` is a `dvc exp run --temp` copy."""
+    here = Path(cwd if cwd is not None else os.getcwd()).resolve()
+    for p in (here, *here.parents):
+        # <root>/.dvc/tmp/exps/<tmpdir>/...: p is the `exps` folder.
+        if p.name == "exps" and p.parent.name == "tmp" and p.parent.parent.name == ".dvc":
+            return p.parent.parent.parent
+    return here
+
+
+def _absolute_sqlite(uri: str, root: Path) -> str:
+    """`sqlite:///rel.db` is relative to the cwd; anchor it at the project root instead."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str((root / uri[len(prefix) :]).resolve())
+    return uri
+
+
+def tracking_uri(
+    configured: str | None = None,
+    *,
+    cwd: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """mlflow.tracking_uri > env MLFLOW_TRACKING_URI > sqlite:////<root>/mlflow.db."""
+    env = os.environ if env is None else env
+    root = project_root(cwd)
+    uri = configured or env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    return _absolute_sqlite(uri, root)
+
+
+def experiment_name(cfg: Config) -> str:
+    d = cfg.data
+    return cfg.mlflow.experiment or f"seq2seq-{d.corpus}-{d.source_lang}-{d.target_lang}"
+
+
+def client_for(cfg: Config, cwd: str | Path | None = None) -> MlflowClient:
+    """A client on the resolved store; the schema is created here, once, before any worker
+    could race on it (a fresh SQLite DB initialised concurrently fails)."""
+    client = MlflowClient(tracking_uri=tracking_uri(cfg.mlflow.tracking_uri, cwd=cwd))
+    client.search_experiments(max_results=1)  # forces schema creation/migration now
+    return client
+
+
+def ensure_experiment(client: MlflowClient, name: str, cwd: str | Path | None = None) -> str:
+    """Experiment id by name, created if missing (artifacts beside a local SQLite store)."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    uri = client.tracking_uri
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///") :]).parent / "mlruns").as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # created meanwhile by another process
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+# ---------------------------------------------------------------------------------- tags
+def git_commit(root: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def base_tags(cfg: Config, command: str, cwd: str | Path | None = None) -> dict[str, str]:
+    """Tags every run carries: git commit, corpus, direction, DVC stage (or the command)."""
+    tags = {
+        "corpus": cfg.data.corpus,
+        "direction": f"{cfg.data.source_lang}-{cfg.data.target_lang}",
+        "dvc_stage": os.environ.get("DVC_STAGE") or command,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) or command,
+    }
+    commit = git_commit(project_root(cwd))
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["git_commit"] = commit
+    return tags
+
+
+def config_params(cfg: Config | Mapping[str, Any]) -> dict[str, str]:
+    """The flattened config as MLflow params (strings, within MLflow's value limit)."""
+    tree = cfg.model_dump() if isinstance(cfg, Config) else dict(cfg)
+    return {k: str(v)[:6000] for k, v in flatten(tree).items()}
+
+
+# --------------------------------------------------------------------------------- runs
+def find_run(client: MlflowClient, experiment_id: str, key: str) -> str | None:
+    """The newest run tagged with run key `key`, or None."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def open_run(
+    client: MlflowClient,
+    experiment_id: str,
+    key: str,
+    *,
+    name: str,
+    tags: Mapping[str, str],
+    params: Mapping[str, str] | None = None,
+    parent_id: str | None = None,
+    reuse: bool = True,
+) -> str:
+    """Reuse the run tagged `key` (marked running again) or create it; returns its id."""
+    run_id = find_run(client, experiment_id, key) if reuse else None
+    if run_id is not None:
+        client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        return run_id
+    all_tags = {**tags, RUN_KEY_TAG: key}
+    if parent_id:
+        all_tags[PARENT_TAG] = parent_id
+    run_id = client.create_run(experiment_id, tags=all_tags, run_name=name).info.run_id
+    if params:
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            client.log_batch(run_id, params=items[i : i + 100])
+    return run_id
+
+
+def log_epoch(client: MlflowClient, run_id: str, metrics: Mapping[str, Any]) -> None:
+    """Per-epoch metrics with step = metrics["epoch"] (only the known numeric keys)."""
+    step = int(metrics["epoch"])
+    now = int(time.time() * 1000)
+    batch = [
+        Metric(k, float(metrics[k]), now, step)
+        for k in EPOCH_METRICS
+        if isinstance(metrics.get(k), (int, float))
+    ]
+    batch.append(Metric("epoch", float(step), now, step))
+    client.log_batch(run_id, metrics=batch)
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None:
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def close_run(client: MlflowClient, run_id: str, ok: bool = True) -> None:
+    status = RunStatus.FINISHED if ok else RunStatus.FAILED
+    client.set_terminated(run_id, status=RunStatus.to_string(status))
+
+
+def ui_hint(client: MlflowClient) -> str:
+    uri = client.tracking_uri
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :])
+        return f"run `mlflow ui --backend-store-uri {uri}` (or `mlflow ui` in {db.parent})"
+    return f"open the MLflow server at {uri}"
+
+
+class SweepTracker:
+    """A sweep as one parent run with a child run per trial; reused on --resume.
+
+    Pure MlflowClient calls, so the Tune callback that drives it (in the driver) stays thin.
+    """
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        experiment_id: str,
+        sweep_key: str,
+        *,
+        tags: Mapping[str, str],
+        params: Mapping[str, str],
+        epochs: int,
+    ) -> None:
+        self.client, self.experiment_id, self.sweep_key = client, experiment_id, sweep_key
+        self.tags, self.epochs = dict(tags), epochs
+        self.parent_id = open_run(
+            client, experiment_id, sweep_key, name=sweep_key, tags=tags, params=params
+        )
+        self.runs: dict[str, str] = {}  # trial id -> run id
+        self.last_epoch: dict[str, int] = {}
+
+    def trial_started(self, trial_id: str, name: str, config: Config) -> str:
+        run_id = open_run(
+            self.client,
+            self.experiment_id,
+            f"{self.sweep_key}/{trial_id}",
+            name=name,
+            tags={**self.tags, "trial_id": trial_id},
+            params=config_params(config),
+            parent_id=self.parent_id,
+        )
+        self.runs[trial_id] = run_id
+        return run_id
+
+    def trial_result(self, trial_id: str, metrics: Mapping[str, Any]) -> None:
+        if trial_id in self.runs and "epoch" in metrics:
+            log_epoch(self.client, self.runs[trial_id], metrics)
+            self.last_epoch[trial_id] = int(metrics["epoch"])
+
+    def trial_finished(self, trial_id: str, ok: bool = True) -> bool:
+        """Close the trial's run; returns (and tags) whether ASHA stopped it early."""
+        if trial_id not in self.runs:
+            return False
+        ran = self.last_epoch.get(trial_id, 0)
+        stopped = ok and ran < self.epochs
+        set_tags(
+            self.client,
+            self.runs[trial_id],
+            {"stopped_early": str(stopped).lower(), "epochs_run": ran},
+        )
+        close_run(self.client, self.runs[trial_id], ok=ok)
+        return stopped
+
+
+def log_summary(client: MlflowClient, run_id: str, summary: Mapping[str, Any]) -> None:
+    """A sweep's best-trial numbers on its parent run, as `best_<key>` metrics/tags."""
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"best_{k}", float(v), now, 0)
+        for k, v in summary.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
+    tags = [RunTag(f"best_{k}", str(v)) for k, v in summary.items() if isinstance(v, str)]
+    client.log_batch(run_id, metrics=metrics, tags=tags)
