@@ -105,8 +105,9 @@ def test_cache_hit_needs_no_network_and_a_bad_cache_is_ignored(served: Path, tmp
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "t.txt").write_bytes(PAYLOAD)
-    got = fetch(closed_port_url() + "/t.txt", tmp_path / "o1" / "t.txt", sha256=DIGEST,
-                cache=[cache])  # fmt: skip
+    got = fetch(
+        closed_port_url() + "/t.txt", tmp_path / "o1" / "t.txt", sha256=DIGEST, cache=[cache]
+    )
     assert got.cached and got.path.read_bytes() == PAYLOAD
     (cache / "t.txt").write_bytes(b"tampered")
     got = fetch(str(served / "a b.txt"), tmp_path / "o2" / "t.txt", sha256=DIGEST, cache=[cache])

@@ -43,12 +43,15 @@ def run(cfg: Config) -> None:
         cached = sum(bool(entry.pop("cached", False)) for entry in result.files)
         write_json(out / "manifest.json", _manifest(cfg, result, out))
     for warning in result.warnings:
-        ui.info(f"[yellow]warning:[/] {warning}")
+        _say(f"[yellow]warning:[/] {warning}")
     counts = " / ".join(f"{split} {result.pairs[split]:,}" for split in SPLITS)
     reused = f" ({cached} file(s) reused from the previous download)" if cached else ""
-    ui.info(
-        f"{data.corpus} {data.source_lang}->{data.target_lang}: {counts} pairs -> {raw}{reused}"
-    )
+    _say(f"{data.corpus} {data.source_lang}->{data.target_lang}: {counts} pairs -> {raw}{reused}")
+
+
+def _say(message: str) -> None:
+    """One unwrapped line on stderr (log-friendly; rich would wrap at 80 columns in pipes)."""
+    ui.console.print(message, highlight=False, soft_wrap=True)
 
 
 def _materialise(
@@ -60,9 +63,13 @@ def _materialise(
     if data.corpus == "sample":
         s = data.sample
         return generated.write_sample(
-            out, *langs, num_pairs=s.num_pairs, seed=s.seed,
-            valid_fraction=s.valid_fraction, test_fraction=s.test_fraction,
-        )  # fmt: skip
+            out,
+            *langs,
+            num_pairs=s.num_pairs,
+            seed=s.seed,
+            valid_fraction=s.valid_fraction,
+            test_fraction=s.test_fraction,
+        )
     if data.corpus == "multi30k":
         previous = Path(cfg.paths.raw) / "files"
         return multi30k.download(
@@ -71,14 +78,26 @@ def _materialise(
     if data.corpus == "tatoeba":
         t = data.tatoeba
         return tatoeba.download(
-            out, files_dir, t.path, *langs, seed=t.seed, valid_fraction=t.valid_fraction,
-            test_fraction=t.test_fraction, progress=progress,
-        )  # fmt: skip
+            out,
+            files_dir,
+            t.path,
+            *langs,
+            seed=t.seed,
+            valid_fraction=t.valid_fraction,
+            test_fraction=t.test_fraction,
+            progress=progress,
+        )
     f = data.files
     return files.download(
-        out, files_dir, f.format, {"train": f.train, "valid": f.valid, "test": f.test}, *langs,
-        source_column=f.source_column, target_column=f.target_column, progress=progress,
-    )  # fmt: skip
+        out,
+        files_dir,
+        f.format,
+        {"train": f.train, "valid": f.valid, "test": f.test},
+        *langs,
+        source_column=f.source_column,
+        target_column=f.target_column,
+        progress=progress,
+    )
 
 
 def _check_config(cfg: Config) -> None:

@@ -130,9 +130,11 @@ def obtain(
     """A URL is downloaded into `files_dir`; a local file is read in place (checksummed only)."""
     if is_url(location):
         return fetch(
-            location, files_dir / (name or location_name(location)), timeout=timeout,
+            location,
+            files_dir / (name or location_name(location)),
+            timeout=timeout,
             progress=progress,
-        )  # fmt: skip
+        )
     path = Path(location).expanduser()
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "does not exist"

@@ -91,8 +91,9 @@ def _text_split(
     for lang in langs:
         location = pattern.replace("{lang}", lang)
         suffix = ".gz" if location.endswith(".gz") else ""
-        got = obtain(location, files_dir, f"{split}.{lang}{suffix}", timeout=timeout,
-                     progress=progress)  # fmt: skip
+        got = obtain(
+            location, files_dir, f"{split}.{lang}{suffix}", timeout=timeout, progress=progress
+        )
         entries.append({**_entry(got, split), "lang": lang, "path": got.path})
     names = [str(e["source"]) for e in entries]
     with open_bytes(entries[0]["path"]) as fs, open_bytes(entries[1]["path"]) as ft:
@@ -116,8 +117,7 @@ def _table_split(
     progress: Progress | None,
 ) -> int:
     suffix = ".gz" if location.endswith(".gz") else ""
-    got = obtain(location, files_dir, f"{split}.{fmt}{suffix}", timeout=timeout,
-                 progress=progress)  # fmt: skip
+    got = obtain(location, files_dir, f"{split}.{fmt}{suffix}", timeout=timeout, progress=progress)
     counts = {"lines": 0, "missing_column": 0}
     with open_bytes(got.path) as stream:
         rows = write_pairs(out, _table_rows(stream, got.source, fmt, columns, counts))
@@ -139,7 +139,7 @@ def _table_rows(
     stream, name: str, fmt: str, columns: tuple[str, str], counts: dict[str, int]
 ) -> Iterator[tuple[str, str]]:
     """(source, target) per row of a TSV/CSV with a header; short rows are counted, skipped."""
-    lines = iter_lines(stream, name)
+    lines = (line + "\n" for line in iter_lines(stream, name))  # csv needs the line ends
     csv.field_size_limit(2**31 - 1)  # very long fields are the clean stage's business
     if fmt == "tsv":
         reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)

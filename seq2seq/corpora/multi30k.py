@@ -79,9 +79,13 @@ def download(
         for lang in (source_lang, target_lang):
             name = file_name(split, lang)
             got = fetch(
-                join_location(base, name), files_dir / name, sha256=SHA256[name], cache=cache,
-                timeout=timeout, progress=progress,
-            )  # fmt: skip
+                join_location(base, name),
+                files_dir / name,
+                sha256=SHA256[name],
+                cache=cache,
+                timeout=timeout,
+                progress=progress,
+            )
             paths.append(got.path)
             entry = {"name": name, "source": got.source, "sha256": got.sha256, "split": split}
             result.files.append({**entry, "lang": lang, "cached": got.cached})
