@@ -1,0 +1,241 @@
+"""Batched greedy and beam-search decoding, and `translate_ids` over a whole corpus.
+
+Both decoders run on whole batches (beam search as (B*K, ...) tensors, joeynmt style) and
+return token ids without <sos>/<eos>, in input order. A hypothesis ends at <eos>; one that
+reaches its length limit first is cut there. `max_len` counts decoding steps (the <eos> step
+included), so an output has at most `max_len` tokens; it is an int or a per-sentence (B,) tensor.
+
+Host syncs: the loops keep everything on the device and look at "all finished?" only every
+`CHECK_EVERY` (8) steps, so a GPU runs ahead; the price is up to 7 wasted steps.
+
+<pad> and <sos> are never generated. Beam scores: alive hypotheses are ranked by their summed
+log-probabilities; a finished one is scored `logprob / len**length_penalty`, where `len` counts
+its tokens including <eos> (length_penalty=0: raw log-probability; 1: per-token average). As in
+fairseq, <eos> is accepted only from the top `beam_size` candidates of a step, so beam size 1 is
+exactly greedy. A sentence stops once it holds `beam_size` finished hypotheses and none of its
+alive ones scores better at the current length (Hugging Face's `early_stopping=False` rule), or
+at its limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from seq2seq.vocab import EOS, PAD, SOS
+
+CHECK_EVERY = 8  # steps between "all finished?" host syncs
+
+
+def _limits(max_len: int | Tensor, batch: int, device: torch.device) -> tuple[Tensor, int]:
+    """Per-sentence step limits (B,) >= 1 on `device`, and their maximum (one host sync)."""
+    if isinstance(max_len, Tensor):
+        limits = max_len.to(device=device, dtype=torch.long).reshape(batch).clamp(min=1)
+    else:
+        limits = torch.full((batch,), max(1, int(max_len)), dtype=torch.long, device=device)
+    return limits, int(limits.max()) if batch else 0
+
+
+class _EvalMode:
+    """`with _EvalMode(model):` eval mode and no autograd, restoring the training flag after."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model, self.was_training = model, model.training
+        self.no_grad = torch.no_grad()
+
+    def __enter__(self) -> None:
+        self.model.eval()
+        self.no_grad.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.no_grad.__exit__(*exc)
+        self.model.train(self.was_training)
+
+
+def _ban_specials(logits: Tensor) -> Tensor:
+    """logits (N, V) with <pad> and <sos> made impossible: they are never valid outputs."""
+    logits[:, PAD] = float("-inf")
+    logits[:, SOS] = float("-inf")
+    return logits
+
+
+def _to_lists(tokens: Tensor, lengths: Tensor) -> list[list[int]]:
+    """tokens (B, T), lengths (B,) -> ragged Python lists (one device->host copy)."""
+    rows, lens = tokens.tolist(), lengths.tolist()
+    return [row[:n] for row, n in zip(rows, lens, strict=True)]
+
+
+def greedy_decode(
+    model: Any, src: Tensor, src_lens: Tensor, max_len: int | Tensor
+) -> list[list[int]]:
+    """Greedy decoding of a batch: src (B, S) padded ids, src_lens (B,) -> B lists of ids.
+
+    Each row takes the arg-max token per step until <eos> or its limit; finished rows keep
+    running (fixed shapes) but their outputs are frozen.
+    """
+    batch, device = src.size(0), src.device
+    limits, steps = _limits(max_len, batch, device)
+    with _EvalMode(model):
+        state = model.encode(src, src_lens)
+        y = torch.full((batch,), SOS, dtype=torch.long, device=device)
+        tokens = torch.full((batch, max(steps, 1)), PAD, dtype=torch.long, device=device)
+        lengths = limits.clone()  # output length: position of <eos>, else the limit
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
+        for t in range(steps):
+            logits, state = model.decode_step(y, state)  # (B, V)
+            y = _ban_specials(logits).argmax(-1)  # (B,)
+            tokens[:, t] = y
+            ended = (y == EOS) & ~done
+            lengths = torch.where(ended, torch.full_like(lengths, t), lengths)
+            done = done | ended | (limits <= t + 1)
+            if (t + 1) % CHECK_EVERY == 0 and bool(done.all()):
+                break
+    return _to_lists(tokens, lengths)
+
+
+def beam_search(
+    model: Any,
+    src: Tensor,
+    src_lens: Tensor,
+    *,
+    beam_size: int,
+    max_len: int | Tensor,
+    length_penalty: float = 1.0,
+) -> list[list[int]]:
+    """Beam search over a batch: src (B, S), src_lens (B,) -> the best hypothesis per sentence.
+
+    State and scores live as (B*K, ...) / (B, K) tensors; finished hypotheses are kept in a
+    (B, K, T) store ranked by their length-normalised score (see the module docstring).
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    batch, k, device = src.size(0), beam_size, src.device
+    limits, steps = _limits(max_len, batch, device)
+    with _EvalMode(model):
+        h, c = model.encode(src, src_lens)  # (L, B, H) each
+        state = (h.repeat_interleave(k, dim=1), c.repeat_interleave(k, dim=1))  # (L, B*K, H)
+        beam = _BeamState(batch, k, max(steps, 1), limits, length_penalty, device)
+        y = torch.full((batch * k,), SOS, dtype=torch.long, device=device)
+        for t in range(steps):
+            logits, state = model.decode_step(y, state)  # (B*K, V)
+            logp = torch.log_softmax(_ban_specials(logits.float()), dim=-1)
+            origin, y = beam.step(t, logp)  # (B*K,) flat indices of parent beams, new tokens
+            state = (state[0].index_select(1, origin), state[1].index_select(1, origin))
+            if (t + 1) % CHECK_EVERY == 0 and bool(beam.done.all()):
+                break
+    return _to_lists(beam.fin_tokens[:, 0], beam.fin_lens[:, 0])
+
+
+class _BeamState:
+    """Alive and finished hypotheses of B sentences x K beams, all on one device."""
+
+    def __init__(
+        self, batch: int, k: int, steps: int, limits: Tensor, alpha: float, device: torch.device
+    ) -> None:
+        self.b, self.k, self.alpha, self.limits = batch, k, alpha, limits
+        self.scores = torch.full((batch, k), float("-inf"), device=device)
+        self.scores[:, 0] = 0.0  # only the first beam is live at step 0 (no duplicates)
+        self.tokens = torch.full((batch, k, steps), PAD, dtype=torch.long, device=device)
+        self.fin_tokens = torch.full((batch, k, steps), PAD, dtype=torch.long, device=device)
+        self.fin_scores = torch.full((batch, k), float("-inf"), device=device)
+        self.fin_lens = torch.zeros((batch, k), dtype=torch.long, device=device)
+        self.done = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.offsets = (torch.arange(batch, device=device) * k).unsqueeze(1)  # (B, 1)
+
+    def step(self, t: int, logp: Tensor) -> tuple[Tensor, Tensor]:
+        """Extend by one token from logp (B*K, V); returns parent indices and tokens (B*K,)."""
+        b, k = self.b, self.k
+        vocab = logp.size(-1)
+        cand = (self.scores.unsqueeze(-1) + logp.view(b, k, vocab)).view(b, k * vocab)
+        top, idx = cand.topk(min(2 * k, k * vocab), dim=-1)  # (B, 2K), sorted
+        parent, token = idx // vocab, idx % vocab  # (B, 2K)
+        seqs = self.tokens.gather(1, parent.unsqueeze(-1).expand(-1, -1, self.tokens.size(-1)))
+        seqs[:, :, t] = token  # (B, 2K, T)
+        is_eos = token == EOS
+        last = (self.limits <= t + 1).unsqueeze(1)  # (B, 1): this step is the sentence's last
+        # finish: <eos> among the top K, or anything alive at the last step
+        in_top_k = torch.arange(top.size(1), device=top.device) < k
+        finish = in_top_k & (is_eos | last) & ~self.done.unsqueeze(1)
+        self._finish(t, top, seqs, finish, is_eos)
+        # alive: the best K candidates that did not end with <eos>
+        alive_scores = top.masked_fill(is_eos, float("-inf"))
+        keep_scores, keep = alive_scores.topk(k, dim=-1)  # (B, K)
+        self.scores = keep_scores
+        self.tokens = seqs.gather(1, keep.unsqueeze(-1).expand(-1, -1, seqs.size(-1)))
+        self._update_done(t, last.squeeze(1))
+        origin = (parent.gather(1, keep) + self.offsets).view(-1)
+        return origin, token.gather(1, keep).view(-1)
+
+    def _finish(self, t: int, top: Tensor, seqs: Tensor, finish: Tensor, is_eos: Tensor) -> None:
+        """Merge the candidates marked `finish` (B, 2K) into the K-best finished store."""
+        length = torch.full_like(top, t + 1, dtype=torch.long)  # <eos> counted; a cut one has none
+        out_len = length - is_eos.long()  # tokens output (no <eos>)
+        norm = top / length.to(top.dtype).pow(self.alpha)
+        norm = norm.masked_fill(~finish, float("-inf"))
+        all_scores = torch.cat([self.fin_scores, norm], dim=1)  # (B, 3K)
+        all_tokens = torch.cat([self.fin_tokens, seqs], dim=1)  # (B, 3K, T)
+        all_lens = torch.cat([self.fin_lens, out_len], dim=1)
+        self.fin_scores, pick = all_scores.topk(self.k, dim=-1)  # (B, K)
+        self.fin_tokens = all_tokens.gather(1, pick.unsqueeze(-1).expand(-1, -1, seqs.size(-1)))
+        self.fin_lens = all_lens.gather(1, pick)
+
+    def _update_done(self, t: int, last: Tensor) -> None:
+        """A sentence is done at its limit, or when K finished beat every alive hypothesis."""
+        full = torch.isfinite(self.fin_scores).all(dim=1)
+        best_alive = self.scores[:, 0] / float(t + 1) ** self.alpha
+        beaten = full & (self.fin_scores[:, -1] >= best_alive)
+        self.done = self.done | last | beaten
+
+
+def translate_ids(
+    model: Any,
+    sequences: Sequence[Sequence[int]] | Any,
+    *,
+    beam_size: int = 1,
+    batch_size: int = 64,
+    max_len_ratio: float = 2.0,
+    device: torch.device | str = "cpu",
+    length_penalty: float = 1.0,
+    progress: Callable[..., None] | None = None,
+) -> list[list[int]]:
+    """Decode many source id sequences (as stored: reversed, no specials) in batches.
+
+    Sentences are sorted by length into batches of `batch_size` (little padding), each decoded
+    greedily (beam_size 1) or with beam search up to `max_len_ratio * len + 10` tokens; the
+    results come back in input order. An empty source gives [] without touching the model.
+    `sequences` may also be a corpus object with a `src` attribute (a list of id lists).
+    """
+    seqs = [list(s) for s in getattr(sequences, "src", sequences)]
+    device = torch.device(device)
+    results: list[list[int]] = [[] for _ in seqs]
+    order = sorted((i for i, s in enumerate(seqs) if s), key=lambda i: -len(seqs[i]))
+    if progress is not None:
+        progress(0, total=len(seqs))
+        progress(len(seqs) - len(order))  # empty sources are already done
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        src, lens = _pad([seqs[i] for i in idx], device)
+        limits = (lens.to(torch.float64) * max_len_ratio + 10).long()
+        if beam_size == 1:
+            out = greedy_decode(model, src, lens, limits)
+        else:
+            out = beam_search(
+                model, src, lens, beam_size=beam_size, max_len=limits, length_penalty=length_penalty
+            )
+        for i, hyp in zip(idx, out, strict=True):
+            results[i] = hyp
+        if progress is not None:
+            progress(len(idx))
+    return results
+
+
+def _pad(seqs: list[list[int]], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Ragged id lists -> src (B, S) padded with PAD, src_lens (B,)."""
+    lens = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    src = torch.full((len(seqs), int(lens.max())), PAD, dtype=torch.long)
+    for row, s in enumerate(seqs):
+        src[row, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return src.to(device), lens.to(device)

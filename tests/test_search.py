@@ -1,0 +1,209 @@
+"""Batched greedy and beam search: invariants and a tiny model trained to BLEU 100."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seq2seq.metrics import corpus_bleu
+from seq2seq.model import Seq2Seq
+from seq2seq.search import beam_search, greedy_decode, translate_ids
+from seq2seq.vocab import EOS, PAD, SOS, Vocab
+
+SRC_WORDS = "ein mann eine frau hund katze sieht läuft rot blau groß klein der die im park"
+TGT_WORDS = "a man a woman dog cat sees runs red blue big small the the in park"
+SRC_WORDS, TGT_WORDS = SRC_WORDS.split(), TGT_WORDS.split()  # noqa: SIM905
+
+
+def toy_pairs(n: int = 20, seed: int = 0) -> list[tuple[list[str], list[str]]]:
+    """n distinct word-for-word pairs of 2-8 tokens (the target drops one word on odd lengths)."""
+    rng = random.Random(seed)
+    pairs, seen = [], set()
+    while len(pairs) < n:
+        idx = tuple(rng.randrange(len(SRC_WORDS)) for _ in range(rng.randint(2, 8)))
+        if idx in seen:
+            continue
+        seen.add(idx)
+        tgt = [TGT_WORDS[i] for i in idx]
+        pairs.append(([SRC_WORDS[i] for i in idx], tgt[:-1] if len(idx) % 2 else tgt))
+    return pairs
+
+
+def pad(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    lens = torch.tensor([len(r) for r in rows])
+    out = torch.full((len(rows), int(lens.max())), PAD, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r)
+    return out, lens
+
+
+def train_tiny(src: list[list[int]], tgt: list[list[int]], v_src: int, v_tgt: int, steps: int):
+    """Teacher-forced full-batch Adam; returns the model in eval mode."""
+    torch.manual_seed(0)
+    model = Seq2Seq(v_src, v_tgt, emb_dim=32, hidden_dim=64, num_layers=1, dropout=0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    s, s_lens = pad(src)
+    t, _ = pad([[SOS, *y, EOS] for y in tgt])
+    for _ in range(steps):
+        # teacher forcing over the whole target at once (dropout 0, so this equals decode_step)
+        h_c = model.encode(s, s_lens)
+        out, _ = model.decoder(model.tgt_emb(t[:, :-1]), h_c)  # (B, T-1, H)
+        logits = model.out(out)  # (B, T-1, V)
+        loss = F.cross_entropy(logits.transpose(1, 2), t[:, 1:], ignore_index=PAD)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread; two threads on a shared 2-core box thrash."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    pairs = toy_pairs()
+    sv = Vocab.from_tokens(dict.fromkeys(SRC_WORDS))
+    tv = Vocab.from_tokens(dict.fromkeys(TGT_WORDS))
+    src = [sv.encode(s)[::-1] for s, _ in pairs]  # reversed source, as stored
+    tgt = [tv.encode(t) for _, t in pairs]
+    model = train_tiny(src, tgt, len(sv), len(tv), steps=150)
+    return model, src, tgt, tv
+
+
+def test_trained_tiny_model_reaches_bleu_100_greedy_and_beam(toy):
+    model, src, tgt, tv = toy
+    refs = [" ".join(tv.decode(y)) for y in tgt]
+    for beam in (1, 3):
+        out = translate_ids(model, src, beam_size=beam, batch_size=7, max_len_ratio=2.0)
+        hyps = [" ".join(tv.decode(y)) for y in out]
+        assert corpus_bleu(hyps, refs, lowercase=True).score == pytest.approx(100.0)
+        assert out == tgt  # exact ids, in input order despite length-sorted batches of 7
+
+
+def test_beam_size_1_equals_greedy(toy):
+    model, src, _, _ = toy
+    s, lens = pad(src)
+    for max_len in (3, 20, lens + 1):
+        g = greedy_decode(model, s, lens, max_len)
+        b = beam_search(model, s, lens, beam_size=1, max_len=max_len, length_penalty=1.0)
+        assert g == b
+
+
+def test_beam_size_1_equals_greedy_untrained_model():
+    torch.manual_seed(3)
+    model = Seq2Seq(30, 12, emb_dim=8, hidden_dim=16, num_layers=2, dropout=0.3)
+    src = torch.randint(4, 30, (9, 6))
+    lens = torch.tensor([6, 1, 3, 5, 2, 6, 4, 4, 1])
+    g = greedy_decode(model, src, lens, 15)
+    b = beam_search(model, src, lens, beam_size=1, max_len=15, length_penalty=0.6)
+    assert g == b
+    assert all(len(y) <= 15 and EOS not in y and SOS not in y for y in g)
+    assert model.training  # the decoders restore the caller's mode
+
+
+def test_translation_does_not_depend_on_batch_mates(toy):
+    model, src, _, _ = toy
+    batched_g = translate_ids(model, src, beam_size=1, batch_size=len(src))
+    batched_b = translate_ids(model, src, beam_size=4, batch_size=len(src))
+    for i, s in enumerate(src):
+        assert translate_ids(model, [s], beam_size=1, batch_size=1) == [batched_g[i]]
+        assert translate_ids(model, [s], beam_size=4, batch_size=1) == [batched_b[i]]
+
+
+def test_per_sentence_max_len_and_outputs_have_no_specials(toy):
+    model, src, tgt, _ = toy
+    s, lens = pad(src)
+    limits = torch.tensor([2 if i % 2 else 50 for i in range(len(src))])
+    for out in (
+        greedy_decode(model, s, lens, limits),
+        beam_search(model, s, lens, beam_size=3, max_len=limits, length_penalty=1.0),
+    ):
+        for i, y in enumerate(out):
+            assert y == (tgt[i][:2] if i % 2 else tgt[i])
+            assert not {SOS, EOS, PAD} & set(y)
+
+
+def test_length_penalty_changes_scores_not_shapes(toy):
+    model, src, _, _ = toy
+    s, lens = pad(src)
+    for alpha in (0.0, 0.5, 2.0):
+        out = beam_search(model, s, lens, beam_size=5, max_len=30, length_penalty=alpha)
+        assert len(out) == len(src)
+
+
+def test_empty_sources_skip_the_model_and_keep_order(toy):
+    model, src, tgt, _ = toy
+    calls = []
+
+    def progress(n=1, total=None, description=None):
+        calls.append((n, total))
+
+    out = translate_ids(model, [[], src[0], [], src[1]], beam_size=2, progress=progress)
+    assert out == [[], tgt[0], [], tgt[1]]
+    assert calls[0] == (0, 4) and sum(n for n, _ in calls) == 4
+
+    class Exploding(torch.nn.Module):
+        def encode(self, *a):
+            raise AssertionError("model touched")
+
+    assert translate_ids(Exploding(), [[], []], beam_size=3) == [[], []]
+
+
+def test_corpus_like_object_with_src_attribute(toy):
+    model, src, tgt, _ = toy
+
+    class Corpus:
+        def __init__(self, src):
+            self.src = src
+
+    assert translate_ids(model, Corpus(src[:3]), beam_size=1) == tgt[:3]
+
+
+def test_bad_beam_size(toy):
+    model, src, _, _ = toy
+    s, lens = pad(src)
+    with pytest.raises(ValueError, match="beam_size"):
+        beam_search(model, s, lens, beam_size=0, max_len=5)
+
+
+def score_hypothesis(model, src, lens, hyp: list[int], alpha: float, limit: int) -> float:
+    """Length-normalised log-probability of `hyp` (+<eos> unless cut at `limit`), step by step."""
+    state = model.encode(src, lens)
+    y, total = torch.tensor([SOS]), 0.0
+    targets = hyp if len(hyp) == limit else [*hyp, EOS]
+    for tok in targets:
+        logits, state = model.decode_step(y, state)
+        logits[:, [PAD, SOS]] = float("-inf")
+        total += torch.log_softmax(logits, -1)[0, tok].item()
+        y = torch.tensor([tok])
+    return total / len(targets) ** alpha
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_beam_as_wide_as_the_search_space_finds_the_exact_best(alpha):
+    """V = 4 outputs (<unk>, <eos>, a, b), 3 steps: 40 hypotheses; a beam of 40 sees them all."""
+    torch.manual_seed(1)
+    model = Seq2Seq(10, 6, emb_dim=8, hidden_dim=8, num_layers=1, dropout=0.0)
+    model.out.weight.data.mul_(40)  # sharpen: make the choice of hypothesis matter
+    model.eval()
+    src, lens = torch.tensor([[4, 5, 6]]), torch.tensor([3])
+    outputs = [1, 4, 5]
+    hyps = [[]] + [[a] for a in outputs]
+    hyps += [[a, b] for a in outputs for b in outputs]
+    hyps += [[a, b, c] for a in outputs for b in outputs for c in outputs]
+    with torch.no_grad():
+        scores = [score_hypothesis(model, src, lens, h, alpha, 3) for h in hyps]
+    best = hyps[max(range(len(hyps)), key=scores.__getitem__)]
+    found = beam_search(model, src, lens, beam_size=40, max_len=3, length_penalty=alpha)
+    assert found == [best]
+    greedy = greedy_decode(model, src, lens, 3)[0]
+    assert scores[hyps.index(greedy)] <= max(scores)
