@@ -15,29 +15,36 @@ from seq2seq.corpora import common
 from seq2seq.corpora.common import (
     HashSplitter,
     PairWriter,
+    iter_line_chunks,
     iter_lines,
     key_hash,
     open_bytes,
     read_parallel,
+    write_chunks,
     write_pairs,
 )
 from seq2seq.errors import DataError
 
 
-def lines_of(data: bytes) -> list[str]:
-    return list(iter_lines(io.BytesIO(data), "x.txt"))
+def lines_of(data: bytes, size: int | None = None) -> list[str]:
+    chunks = list(iter_line_chunks(io.BytesIO(data), "x.txt", size))
+    assert all(len(c) == (size or common.CHUNK_ROWS) for c in chunks[:-1])
+    return [line for chunk in chunks for line in chunk]
 
 
-def test_lines_split_on_newline_only_and_drop_endings_and_bom():
+@pytest.mark.parametrize("size", [None, 1, 2, 3])
+def test_lines_split_on_newline_only_and_drop_endings_and_bom(size: int | None):
     data = "\ufeffa\r\nb\u2028c\n\nlast".encode()
-    assert lines_of(data) == ["a", "b\u2028c", "", "last"]
-    assert lines_of(b"") == []
-    assert lines_of(b"x\r\r\n") == ["x\r"]  # only one \r belongs to the line ending
+    assert lines_of(data, size) == ["a", "b\u2028c", "", "last"]
+    assert lines_of(b"", size) == []
+    assert lines_of(b"x\r\r\ny\n", size) == ["x\r", "y"]  # one \r belongs to the line end
+    assert list(iter_lines(io.BytesIO(b"a\nb\n"), "x")) == ["a", "b"]
 
 
-def test_invalid_utf8_names_file_and_line_number():
-    with pytest.raises(DataError, match=r"x\.txt line 3: invalid UTF-8 \(byte 0xe4"):
-        lines_of(b"ok\nauch ok\n" + "Bär\n".encode("latin-1"))
+@pytest.mark.parametrize("size", [None, 2])
+def test_invalid_utf8_names_file_and_line_number(size: int | None):
+    with pytest.raises(DataError, match=r"x\.txt line 3: invalid UTF-8 \(byte 0xe4 at column 2"):
+        lines_of(b"ok\nauch ok\n" + "Bär\n".encode("latin-1"), size)
 
 
 def test_gzip_is_detected_and_truncation_is_reported(tmp_path: Path):
@@ -50,13 +57,20 @@ def test_gzip_is_detected_and_truncation_is_reported(tmp_path: Path):
         list(iter_lines(f, "t.de"))
 
 
-@pytest.mark.parametrize(("n_src", "n_tgt"), [(5, 3), (3, 5), (0, 2)])
+@pytest.mark.parametrize(("n_src", "n_tgt"), [(5, 3), (3, 5), (4, 6), (0, 2), (7, 8)])
 def test_parallel_length_mismatch_gives_both_counts_and_names(n_src: int, n_tgt: int):
-    src, tgt = iter([f"s{i}" for i in range(n_src)]), iter([f"t{i}" for i in range(n_tgt)])
+    def chunks(n: int, name: str):
+        return iter_line_chunks(io.BytesIO(b"line\n" * n), name, size=2)
+
     with pytest.raises(DataError) as err:
-        list(read_parallel(src, tgt, "train.de", "train.en"))
-    assert f"train.de has {n_src} lines" in str(err.value)
-    assert f"train.en has {n_tgt}" in str(err.value)
+        list(read_parallel(chunks(n_src, "train.de"), chunks(n_tgt, "train.en"), "de", "en"))
+    assert f"de has {n_src} lines, en has {n_tgt}" in str(err.value)
+
+
+def test_parallel_chunks_pair_up():
+    src = iter_line_chunks(io.BytesIO(b"a\nb\nc\n"), "s", size=2)
+    tgt = iter_line_chunks(io.BytesIO(b"A\nB\nC"), "t", size=2)
+    assert list(read_parallel(src, tgt, "s", "t")) == [(["a", "b"], ["A", "B"]), (["c"], ["C"])]
 
 
 def test_pair_writer_streams_row_groups_in_order(tmp_path: Path, monkeypatch):
@@ -68,6 +82,9 @@ def test_pair_writer_streams_row_groups_in_order(tmp_path: Path, monkeypatch):
     df = pl.read_parquet(path)
     assert df.schema == pl.Schema({"src": pl.String, "tgt": pl.String})
     assert df["src"].to_list() == [f"s{i}" for i in range(30)]
+    chunks = [([f"s{i}", f"s{i + 1}"], [f"t{i}", f"t{i + 1}"]) for i in range(0, 30, 2)]
+    assert write_chunks(tmp_path / "c.parquet", chunks) == 30
+    assert pl.read_parquet(tmp_path / "c.parquet").equals(df)
 
 
 def test_empty_split_is_a_valid_empty_table(tmp_path: Path):

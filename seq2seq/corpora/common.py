@@ -61,9 +61,14 @@ class PairWriter:
         if len(self._src) >= CHUNK_ROWS or self._chars >= CHUNK_CHARS:
             self.flush()
 
-    def add_many(self, src: Iterable[str], tgt: Iterable[str]) -> None:
-        for s, t in zip(src, tgt, strict=True):
-            self.add(s, t)
+    def add_many(self, src: list[str], tgt: list[str]) -> None:
+        """Append equally long lists of sources and targets."""
+        if len(src) != len(tgt):
+            raise ValueError(f"{len(src)} sources but {len(tgt)} targets")
+        self._src.extend(src)
+        self._tgt.extend(tgt)
+        if len(self._src) >= CHUNK_ROWS:
+            self.flush()
 
     def flush(self) -> None:
         if self._src:
@@ -83,8 +88,16 @@ class PairWriter:
         self.close()
 
 
+def write_chunks(path: Path, chunks: Iterable[tuple[list[str], list[str]]]) -> int:
+    """Stream (sources, targets) chunks into `path` (parquet); returns the number of rows."""
+    with PairWriter(path) as writer:
+        for src, tgt in chunks:
+            writer.add_many(src, tgt)
+    return writer.rows
+
+
 def write_pairs(path: Path, pairs: Iterable[tuple[str, str]]) -> int:
-    """Stream pairs into `path` (parquet); returns the number of rows."""
+    """Stream single (src, tgt) pairs into `path` (parquet); returns the number of rows."""
     with PairWriter(path) as writer:
         for src, tgt in pairs:
             writer.add(src, tgt)
@@ -98,50 +111,75 @@ def open_bytes(path: Path) -> BinaryIO:
     return gzip.open(path, "rb") if magic == _GZIP_MAGIC else open(path, "rb")  # type: ignore[return-value]
 
 
-def iter_lines(stream: BinaryIO, name: str) -> Iterator[str]:
-    """Decoded lines of a UTF-8 byte stream without their line ending (\\n or \\r\\n).
+def iter_line_chunks(stream: BinaryIO, name: str, size: int | None = None) -> Iterator[list[str]]:
+    """Lists of `size` decoded lines (the last may be shorter), without line endings.
 
-    Splits on \\n only (like `wc -l`, unlike str.splitlines); a leading BOM is dropped.
-    Invalid UTF-8 or a corrupt gzip stream raises DataError naming `name` and the line number.
+    Splits on \n only (like `wc -l`, unlike str.splitlines) and drops one \r before it and a
+    leading BOM. Invalid UTF-8 or a corrupt gzip stream raises DataError naming `name` and the
+    line number. Decoding a chunk at once keeps Python's per-line work small.
     """
-    number = 0
+    size = size or CHUNK_ROWS
+    done = 0
     try:
-        for number, raw in enumerate(stream, 1):  # noqa: B007 (used in the error message)
-            if raw.endswith(b"\n"):
-                raw = raw[:-1]
-                if raw.endswith(b"\r"):
-                    raw = raw[:-1]
+        while raw := list(itertools.islice(stream, size)):
             try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise DataError(
-                    f"{name} line {number}: invalid UTF-8 (byte {raw[err.start]:#04x} at "
-                    f"column {err.start + 1})",
-                    "re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8",
-                ) from None
-            yield line.removeprefix("\ufeff") if number == 1 else line
+                text = b"".join(raw).decode("utf-8")
+            except UnicodeDecodeError:
+                raise _utf8_error(raw, done, name) from None
+            lines = text.split("\n")
+            if len(lines) > len(raw):  # the chunk ended with a line ending
+                lines.pop()
+            if "\r" in text:
+                lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+            if done == 0 and lines[0].startswith("\ufeff"):
+                lines[0] = lines[0][1:]
+            done += len(raw)
+            yield lines
     except (OSError, EOFError, zlib.error) as err:
         raise DataError(
-            f"{name}: corrupt or truncated compressed data after line {number} ({err})",
+            f"{name}: corrupt or truncated compressed data after line {done} ({err})",
             "download the file again",
         ) from None
 
 
+def _utf8_error(raw: list[bytes], before: int, name: str) -> DataError:
+    for number, line in enumerate(raw, before + 1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return DataError(
+                f"{name} line {number}: invalid UTF-8 (byte {line[err.start]:#04x} at "
+                f"column {err.start + 1})",
+                "re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8",
+            )
+    raise AssertionError("a chunk failed to decode but none of its lines did")
+
+
+def iter_lines(stream: BinaryIO, name: str) -> Iterator[str]:
+    """Decoded lines one by one (see iter_line_chunks)."""
+    for chunk in iter_line_chunks(stream, name):
+        yield from chunk
+
+
 def read_parallel(
-    src: Iterator[str], tgt: Iterator[str], src_name: str, tgt_name: str
-) -> Iterator[tuple[str, str]]:
-    """Pairs of two line-aligned streams; different lengths raise DataError with both counts."""
-    end = object()
-    for count, (s, t) in enumerate(itertools.zip_longest(src, tgt, fillvalue=end)):
-        if s is end or t is end:
-            n_src = count + (s is not end) + sum(1 for _ in src)
-            n_tgt = count + (t is not end) + sum(1 for _ in tgt)
+    src: Iterator[list[str]], tgt: Iterator[list[str]], src_name: str, tgt_name: str
+) -> Iterator[tuple[list[str], list[str]]]:
+    """Zip two line-aligned chunk streams of equal chunk size into (sources, targets) chunks.
+
+    Different lengths raise DataError with both line counts and both names.
+    """
+    count = 0
+    for s, t in itertools.zip_longest(src, tgt, fillvalue=[]):
+        if len(s) != len(t):
+            n_src = count + len(s) + sum(len(c) for c in src)
+            n_tgt = count + len(t) + sum(len(c) for c in tgt)
             raise DataError(
                 f"parallel files differ in length: {src_name} has {n_src} lines, "
                 f"{tgt_name} has {n_tgt}",
                 "give line-aligned files (line i of one translates line i of the other)",
             )
-        yield s, t  # type: ignore[misc]
+        count += len(s)
+        yield s, t
 
 
 def key_hash(key: str, seed: int) -> int:

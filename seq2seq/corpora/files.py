@@ -15,9 +15,11 @@ from pathlib import Path
 from seq2seq.corpora.common import (
     SPLITS,
     CorpusResult,
+    iter_line_chunks,
     iter_lines,
     open_bytes,
     read_parallel,
+    write_chunks,
     write_pairs,
 )
 from seq2seq.corpora.fetch import DEFAULT_TIMEOUT, FetchedFile, Progress, obtain
@@ -97,8 +99,8 @@ def _text_split(
         entries.append({**_entry(got, split), "lang": lang, "path": got.path})
     names = [str(e["source"]) for e in entries]
     with open_bytes(entries[0]["path"]) as fs, open_bytes(entries[1]["path"]) as ft:
-        pairs = read_parallel(iter_lines(fs, names[0]), iter_lines(ft, names[1]), *names)
-        rows = write_pairs(out, pairs)
+        src, tgt = iter_line_chunks(fs, names[0]), iter_line_chunks(ft, names[1])
+        rows = write_chunks(out, read_parallel(src, tgt, *names))
     for e in entries:
         del e["path"]
         result.files.append({**e, "lines": rows})

@@ -13,10 +13,10 @@ from pathlib import Path
 from seq2seq.corpora.common import (
     SPLITS,
     CorpusResult,
-    iter_lines,
+    iter_line_chunks,
     open_bytes,
     read_parallel,
-    write_pairs,
+    write_chunks,
 )
 from seq2seq.corpora.fetch import DEFAULT_TIMEOUT, Progress, fetch, join_location
 from seq2seq.errors import DataError
@@ -96,8 +96,8 @@ def download(
 def _pair(paths: list[Path], out: Path, entries: list[dict]) -> int:
     names = entries[0]["name"], entries[1]["name"]
     with open_bytes(paths[0]) as fs, open_bytes(paths[1]) as ft:
-        pairs = read_parallel(iter_lines(fs, names[0]), iter_lines(ft, names[1]), *names)
-        rows = write_pairs(out, pairs)
+        src, tgt = iter_line_chunks(fs, names[0]), iter_line_chunks(ft, names[1])
+        rows = write_chunks(out, read_parallel(src, tgt, *names))
     for entry in entries:
         entry["lines"] = rows
     return rows
