@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from pipeline import ui
 from pipeline.config import Config
 from pipeline.errors import UserError
@@ -43,10 +45,13 @@ def run(cfg: Config) -> None:
         cached = sum(bool(entry.pop("cached", False)) for entry in result.files)
         write_json(out / "manifest.json", _manifest(cfg, result, out))
     for warning in result.warnings:
-        _say(f"[yellow]warning:[/] {warning}")
+        _say(f"[yellow]warning:[/] {escape(warning)}")
     counts = " / ".join(f"{split} {result.pairs[split]:,}" for split in SPLITS)
     reused = f" ({cached} file(s) reused from the previous download)" if cached else ""
-    _say(f"{data.corpus} {data.source_lang}->{data.target_lang}: {counts} pairs -> {raw}{reused}")
+    _say(
+        escape(f"{data.corpus} {data.source_lang}->{data.target_lang}: {counts} pairs -> {raw}")
+        + reused
+    )
 
 
 def _say(message: str) -> None:
