@@ -1,0 +1,125 @@
+"""Ray: start or join a cluster, size the work to it, keep the terminal quiet.
+
+Local by default (`ray.init` with `ray.num_cpus`, services on 127.0.0.1, no dashboard); an
+existing cluster with `ray.address` or env `RAY_ADDRESS`. Environment variables that Ray Train
+reads in its controller and workers travel in the job's runtime env.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import Config
+from pipeline.tracking import project_root
+
+TRIAL_DRIVER = "trial_driver"  # token resource: one per concurrent Tune trial driver
+# Lines that Ray prints whatever the log level; hidden unless --verbose.
+_NOISE = r"Reporting training result|Checkpoint successfully created|Setting up process group"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    cpus: float
+    gpus: float
+    trial_driver_slots: float  # 0 when the cluster has no `trial_driver` resource
+    local: bool
+
+
+def job_env(cfg: Config, verbose: bool) -> dict[str, str]:
+    """Env vars for the Ray job (driver, Train controller, workers)."""
+    env = {
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": str(cfg.ray.health_check_interval_s),
+        "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    }
+    if not verbose:
+        env["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
+        env["RAY_DEDUP_LOGS_SKIP_REGEX"] = _NOISE
+    return env
+
+
+def use_gpu(cfg: Config, cluster: Cluster) -> bool:
+    return cfg.train.use_gpu == "on" or (cfg.train.use_gpu == "auto" and cluster.gpus > 0)
+
+
+def prepare_env(cfg: Config, verbose: bool) -> dict[str, str]:
+    """Put the job env vars into this process; call BEFORE importing ray (some are read at
+    import time, e.g. the log-dedup skip regex)."""
+    env = job_env(cfg, verbose)
+    os.environ.update(env)
+    if not verbose:
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+    return env
+
+
+def init(cfg: Config, *, verbose: bool = False, trial_drivers: int = 0) -> Cluster:
+    """ray.init (local or existing cluster); a local cluster gets `trial_drivers` tokens.
+
+    The dashboard process runs (bound to 127.0.0.1): Ray Train's placement-group cleaner needs
+    its State API, without which stopped trials leak their workers' CPUs.
+    """
+    env = prepare_env(cfg, verbose)
+    import ray
+
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    kwargs: dict = {
+        "logging_level": logging.INFO if verbose else logging.ERROR,
+        "log_to_driver": True,
+        "runtime_env": {"env_vars": env},
+        "include_dashboard": True,
+        "dashboard_host": "127.0.0.1",
+        "ignore_reinit_error": True,
+    }
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs["num_cpus"] = cfg.ray.num_cpus
+        if trial_drivers:
+            kwargs["resources"] = {TRIAL_DRIVER: trial_drivers}
+    if not verbose:
+        logging.getLogger("ray").setLevel(logging.ERROR)
+    ray.init(**kwargs)
+    res = ray.cluster_resources()
+    return Cluster(
+        cpus=res.get("CPU", 0.0),
+        gpus=res.get("GPU", 0.0),
+        trial_driver_slots=res.get(TRIAL_DRIVER, 0.0),
+        local=not address,
+    )
+
+
+def planned_cpus(cfg: Config) -> int:
+    """CPUs a local cluster will have (before ray.init)."""
+    return cfg.ray.num_cpus or os.cpu_count() or 1
+
+
+def trials_that_fit(cfg: Config, cpus: float, gpus: float, gpu: bool) -> int:
+    """Concurrent trials whose worker groups fit the cluster at once (at least 1)."""
+    if cfg.tune.max_concurrent_trials:
+        return cfg.tune.max_concurrent_trials
+    per_trial = cfg.train.num_workers * (1 if gpu else cfg.train.threads_per_worker)
+    have = gpus if gpu else cpus
+    return max(1, int(have // per_trial))
+
+
+def storage_root(cfg: Config) -> str:
+    """Absolute storage path for Train/Tune results (workers chdir into trial dirs)."""
+    path = cfg.ray.storage_path
+    if path and "://" in path:
+        return path
+    return str((project_root() / (path or "ray_results")).resolve())
+
+
+def shutdown() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def absolute(path: str) -> str:
+    """A config path made absolute against the project root (for the workers)."""
+    p = Path(path)
+    return str(p if p.is_absolute() else (Path.cwd() / p).resolve())
