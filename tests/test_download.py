@@ -210,3 +210,20 @@ def test_cli_downloads_multi30k_from_the_env_mirror(tmp_path, multi30k_dir):
     m = json.loads((tmp_path / "data" / "raw" / "manifest.json").read_text(encoding="utf-8"))
     assert {s: v["pairs"] for s, v in m["splits"].items()} == PAIRS
     assert "train 29,000 / valid 1,014 / test 1,000" in proc.stderr.replace("\n", " ")
+
+
+def test_sample_default_is_deterministic_and_follows_the_direction(tmp_path):
+    cfg = config(tmp_path, **{"data.sample.num_pairs": 400})
+    download.run(cfg)
+    first = manifest(tmp_path)
+    train = pl.read_parquet(tmp_path / "raw" / "train.parquet")
+    assert (first["corpus"], first["source"], first["seed"]) == ("sample", "generated", 1234)
+    assert first["num_pairs"] == sum(s["pairs"] for s in first["splits"].values()) == 400
+    assert min(s["pairs"] for s in first["splits"].values()) >= 15  # ~5% of distinct sentences
+    download.run(cfg)
+    assert manifest(tmp_path) == first  # same seed, byte-identical parquet files
+    download.run(cfg.with_overrides({"data.source_lang": "en", "data.target_lang": "de"}))
+    swapped = pl.read_parquet(tmp_path / "raw" / "train.parquet")
+    assert swapped["src"].to_list() == train["tgt"].to_list()
+    download.run(cfg.with_overrides({"data.sample.seed": 99}))
+    assert manifest(tmp_path)["splits"]["test"]["sha256"] != first["splits"]["test"]["sha256"]
