@@ -108,12 +108,22 @@ def reverse(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> Non
 def train(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh", help="Start over: the same config and data otherwise resume the stored run."
+        ),
+    ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """One Ray Train DDP run of the params.yaml config (no sweep), tracked in MLflow."""
+    """One Ray Train DDP run of the params.yaml config (no sweep), tracked in MLflow.
+
+    Re-running the same config on the same data resumes its stored run (a finished run trains
+    nothing more); --fresh discards it and starts a new run.
+    """
     from pipeline.stages import train as stage
 
-    stage.run(_config(params, set_), verbose=verbose)
+    stage.run(_config(params, set_), verbose=verbose, fresh=fresh)
 
 
 @app.command()

@@ -291,9 +291,13 @@ def _write_tables(cfg: Config, grid: Any, rows: list[dict]) -> None:
 
 
 def _print_table(rows: list[dict]) -> None:
+    from rich.console import Console
     from rich.table import Table
 
     from pipeline.ui import console
+
+    if not console.is_terminal:  # logs (DVC, CI): wide enough for one row per trial
+        console = Console(stderr=True, width=200)
 
     if not rows:
         return
@@ -304,7 +308,7 @@ def _print_table(rows: list[dict]) -> None:
     for row in rows:
         cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in map(row.get, keys)]
         table.add_row(*cells)
-    console.print(table, width=None if console.is_terminal else 200)
+    console.print(table)
 
 
 def finish(cfg: Config, grid: Any, client: Any, exp_id: str, sweep: str, prepared: Path) -> dict:
