@@ -1,0 +1,129 @@
+"""`pipeline translate`: translate sentences with a checkpoint, batched, greedy or beam.
+
+Input: the sentences given as arguments, else the lines of `--file`, else stdin. Each line goes
+through the checkpoint's own preprocessing (normalisation, lower-casing, tokenisation, source
+vocabulary, reversal: `seq2seq.text.prepare_source`), the batched decoder, and detokenisation.
+stdout gets exactly one translation per input line, in order; everything else goes to stderr.
+
+Decisions: no input at all prints nothing and succeeds (like `cat`); an empty or blank line
+translates to an empty line without touching the model; a line longer than
+`SOURCE_LIMIT_FACTOR * data.max_len` tokens (4x the longest training sentence) keeps its first
+that many tokens, with a warning on stderr, so one runaway line cannot stall a batch.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline import ui
+from pipeline.errors import UserError
+from seq2seq.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
+from seq2seq.detok import detokenize
+from seq2seq.errors import CheckpointError
+from seq2seq.search import translate_ids
+from seq2seq.text import prepare_source
+
+SOURCE_LIMIT_FACTOR = 4
+DEFAULT_MAX_LEN_RATIO = 2.0
+DEFAULT_LENGTH_PENALTY = 1.0
+
+
+def read_input(sentences: list[str] | None, input_file: Path | None) -> list[str]:
+    """Sentences from the arguments, else the lines of `input_file`, else stdin."""
+    if sentences and input_file is not None:
+        raise UserError(
+            "both sentences and --file were given", fix="pass sentences or --file, not both"
+        )
+    if sentences:
+        return list(sentences)
+    if input_file is None:
+        return sys.stdin.read().splitlines()
+    if not input_file.is_file():
+        raise UserError(f"input file {input_file} does not exist", fix="check the --file path")
+    try:
+        return input_file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"input file {input_file} is not UTF-8 text ({err.reason} at byte {err.start})",
+            fix="convert it to UTF-8 (e.g. iconv -t utf-8)",
+        ) from None
+
+
+def _data_setting(ckpt: Checkpoint, key: str) -> Any:
+    data = ckpt.config.get("data") if isinstance(ckpt.config, dict) else None
+    if not isinstance(data, dict) or key not in data:
+        raise CheckpointError(
+            f"checkpoint {ckpt.path} has no config['data']['{key}'], so its preprocessing is "
+            "unknown",
+            "use a checkpoint written by pipeline train/tune",
+        )
+    return data[key]
+
+
+def prepare(ckpt: Checkpoint, texts: list[str]) -> list[list[int]]:
+    """Texts -> source id lists as the model was trained on; over-long lines cut (warned)."""
+    reverse = bool(_data_setting(ckpt, "reverse_source"))
+    ids = prepare_source(
+        texts,
+        lowercase=bool(_data_setting(ckpt, "lowercase")),
+        reverse=reverse,
+        vocab=ckpt.src_vocab,
+    )
+    limit = SOURCE_LIMIT_FACTOR * int(_data_setting(ckpt, "max_len"))
+    for line, seq in enumerate(ids, start=1):
+        if len(seq) > limit:
+            ui.console.print(
+                f"[yellow]warning:[/] line {line} has {len(seq)} tokens; translating its first "
+                f"{limit} ({SOURCE_LIMIT_FACTOR} x data.max_len of the checkpoint)",
+                highlight=False,
+            )
+            ids[line - 1] = seq[-limit:] if reverse else seq[:limit]  # reversed: first = last
+    return ids
+
+
+def _decoding(ckpt: Checkpoint) -> tuple[float, float]:
+    """max_len_ratio and length_penalty from the checkpoint's evaluate section, if any."""
+    ev = ckpt.config.get("evaluate") if isinstance(ckpt.config, dict) else None
+    ev = ev if isinstance(ev, dict) else {}
+    return (
+        float(ev.get("max_len_ratio", DEFAULT_MAX_LEN_RATIO)),
+        float(ev.get("length_penalty", DEFAULT_LENGTH_PENALTY)),
+    )
+
+
+def run(
+    checkpoint: Path,
+    sentences: list[str] | None,
+    input_file: Path | None,
+    *,
+    beam_size: int,
+    batch_size: int,
+) -> None:
+    """Translate and print one line per input line to stdout (greedy when beam_size == 1)."""
+    ckpt = load_checkpoint(checkpoint)  # a bad checkpoint fails before stdin is read
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model_from_checkpoint(ckpt).to(device).eval()
+    texts = read_input(sentences, input_file)
+    if not texts:
+        ui.info("no input sentences: nothing to translate")
+        return
+    src = prepare(ckpt, texts)
+    ratio, alpha = _decoding(ckpt)
+    with ui.progress("translating", total=len(src)) as advance:
+        ids = translate_ids(
+            model,
+            src,
+            beam_size=beam_size,
+            batch_size=batch_size,
+            max_len_ratio=ratio,
+            length_penalty=alpha,
+            device=device,
+            progress=advance,
+        )
+    out = [detokenize(ckpt.tgt_vocab.decode(h)) for h in ids]
+    sys.stdout.write("".join(line + "\n" for line in out))
+    sys.stdout.flush()
