@@ -13,12 +13,17 @@ row, identical for the same arguments on every machine (all randomness comes fro
   dative plurals (den Hunden) and contractions (im, ins, zum, zur, am) are applied.
 - English gets 3rd-person -s, do-support in negation and questions, a/an, irregular plurals.
 Sentences chain clauses with und/aber/denn and subordinators, so lengths run from 3 to 40+ words.
+Pairs come in chunks of CHUNK, each from its own seeded stream, so `workers` > 1 generates large
+corpora in parallel processes with exactly the same result.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 import re
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 
@@ -73,6 +78,7 @@ ADJUNCT_PPS = (("c", 0.15, ((("mit", 2, "with"), "PA"), (("ohne", 1, "without"),
 FRAMES = (
     ("i",) * 25 + ("t",) * 36 + ("d",) * 6 + ("di",) * 8 + ("s",) * 7 + ("q",) * 2 + ("c",) * 16
 )
+CHUNK = 50_000  # pairs per independently seeded stream
 VOWEL_START = re.compile(r"\ba (?=[aeiou])")
 COMMAS = re.compile(r",+")
 
@@ -112,6 +118,18 @@ class Clause:
     comp_en: str = ""
 
 
+class Pools(dict):
+    """Class letters ("PA") -> the nouns of those classes, filled on first use."""
+
+    def __init__(self, nouns: tuple[lx.Noun, ...]) -> None:
+        super().__init__()
+        self.nouns = nouns
+
+    def __missing__(self, classes: str) -> tuple[lx.Noun, ...]:
+        self[classes] = tuple(n for n in self.nouns if set(n.classes) & set(classes))
+        return self[classes]
+
+
 @cache
 def _lexicon() -> dict:
     """Word lists indexed for fast sampling: pools by semantic class, adjectives by noun."""
@@ -121,7 +139,7 @@ def _lexicon() -> dict:
         return bool(set(a) & set(b))
 
     return {
-        "pool": cache(lambda classes: tuple(n for n in nouns if fits(n.classes, classes))),
+        "pool": Pools(nouns),
         "frames": {f: tuple(v for v in verbs if v.frame == f) for f in sorted(set(FRAMES))},
         "adjs": {n: tuple(a for a in adjs if fits(a.classes, n.classes)) for n in nouns},
         "pred": {c: tuple(a for a in adjs if c in a.classes) for c in "PATCFDRYVLSW"},
@@ -180,24 +198,27 @@ def render_en(c: Clause, front_time: bool = False, question: bool = False) -> st
 class Grammar:
     """Draws sentence pairs from one `random.Random`; each method is one rule of the grammar."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int | str) -> None:
         self.rnd = random.Random(seed).random
         self.lex = _lexicon()
+        self.pools = self.lex["pool"]
 
     def pick(self, seq):  # noqa: ANN001, ANN201 - any sequence
         return seq[int(self.rnd() * len(seq))]
 
     def noun_phrase(self, classes: str, case: int, neg: bool = False, mods: bool = True) -> NP:
         """A noun with determiner, 0-2 agreeing adjectives and maybe a genitive or a PP."""
-        noun = self.pick(self.lex["pool"](classes))
+        noun = self.pick(self.pools[classes])
         plural = self.rnd() < 0.3
         slot = 3 if plural else noun.gender
         art, en_det, ends = self.determiner(case, slot, plural, neg)
         adjs = self.adjectives(noun)
         forms = noun.de  # nom, acc, dat, gen singular; plural; dative plural
         word = (forms[5] if case == 2 else forms[4]) if plural else forms[case]
-        body = " ".join([a.stem + ends[case][slot] for a in adjs] + [word])
-        en = " ".join([a.en for a in adjs] + [noun.en_pl if plural else noun.en_sg])
+        body, en = word, noun.en_pl if plural else noun.en_sg
+        if adjs:
+            body = " ".join([a.stem + ends[case][slot] for a in adjs] + [body])
+            en = " ".join([a.en for a in adjs] + [en])
         r = self.rnd() if mods else 1.0
         if r < 0.04 and art == DEF[case][slot] and noun.classes[0] != "P":
             owner = self.noun_phrase("P", 3, mods=False)  # das Auto des Mannes: the man's car
@@ -234,10 +255,10 @@ class Grammar:
             return "", "", STRONG
         return "ein" + EIN_END[case][slot], "a", MIXED
 
-    def adjectives(self, noun: lx.Noun) -> list[lx.Adjective]:
+    def adjectives(self, noun: lx.Noun) -> Sequence[lx.Adjective]:
         r = self.rnd()
         if r > 0.35:
-            return []
+            return ()
         options = self.lex["adjs"][noun]
         first, second = self.pick(options), self.pick(options)
         if r > 0.07 or second.rank == first.rank:
@@ -380,19 +401,39 @@ class Grammar:
 
 def finish(de: str, en: str, mark: str) -> tuple[str, str]:
     """Commas tidied, a -> an, first letter capitalised, final punctuation."""
-    de = COMMAS.sub(",", de).rstrip(",") + mark
+    if ",," in de:
+        de = COMMAS.sub(",", de)
+    de = de.rstrip(",") + mark
     en = VOWEL_START.sub("an ", en) + mark
     return de[0].upper() + de[1:], en[0].upper() + en[1:]
 
 
-def generate(num_pairs: int, seed: int) -> pl.DataFrame:
+def _chunk(seed: int, index: int, size: int) -> tuple[list[str], list[str]]:
+    """Pairs of chunk `index`: its own stream, seeded by a string (SHA-512, platform-free)."""
+    grammar = Grammar(f"sample/{seed}/{index}")
+    pairs = [grammar.sentence() for _ in range(size)]
+    return [de for de, _ in pairs], [en for _, en in pairs]
+
+
+def generate(num_pairs: int, seed: int, workers: int = 1) -> pl.DataFrame:
     """`num_pairs` German-English sentence pairs, the same for the same (num_pairs, seed).
 
-    Returns a frame with Utf8 columns `de` and `en` (NFC text, one sentence pair a row).
+    Returns a frame with Utf8 columns `de` and `en` (NFC text, one sentence pair a row). Pairs
+    come in chunks of CHUNK, each from its own seeded stream, so `workers` > 1 spreads chunks
+    over processes (spawned: call it under `if __name__ == "__main__"`) with the same result.
     """
     if num_pairs < 0:
         raise DataError(f"sample corpus: num_pairs is {num_pairs}", "ask for 0 or more pairs")
-    grammar = Grammar(seed)
-    pairs = [grammar.sentence() for _ in range(num_pairs)]
-    de, en = zip(*pairs, strict=True) if pairs else ((), ())
-    return pl.DataFrame({"de": list(de), "en": list(en)}, schema={"de": pl.Utf8, "en": pl.Utf8})
+    if workers < 1:
+        raise DataError(f"sample corpus: workers is {workers}", "use 1 or more workers")
+    sizes = [min(CHUNK, num_pairs - start) for start in range(0, num_pairs, CHUNK)]
+    jobs = [(seed, i, size) for i, size in enumerate(sizes)]
+    if workers > 1 and len(jobs) > 1:
+        context = multiprocessing.get_context("spawn")  # fork is unsafe with polars' threads
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+            parts = list(pool.map(_chunk, *zip(*jobs, strict=True)))
+    else:
+        parts = [_chunk(*job) for job in jobs]
+    de = [s for part in parts for s in part[0]]
+    en = [s for part in parts for s in part[1]]
+    return pl.DataFrame({"de": de, "en": en}, schema={"de": pl.Utf8, "en": pl.Utf8})
