@@ -1,0 +1,180 @@
+"""The training step and epoch: optimiser, lr schedule, teacher forcing, bf16 autocast.
+
+Bookkeeping never synchronises with the device inside an epoch: the loss is accumulated on the
+device and read once at the end, token counts come from host-side lengths, and the teacher
+forcing coins are drawn up front on the CPU from a seeded generator.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from seq2seq.batching import Batch
+
+Progress = Callable[..., None]  # progress(n=1, total=None, description=None)
+
+
+class OptimSpec(Protocol):
+    """What the optimiser needs from a config section (pipeline's `cfg.train` satisfies it)."""
+
+    optimizer: str  # 'adam' | 'sgd'
+    lr: float
+    lr_halving_start: int | None
+
+
+@dataclass(frozen=True)
+class LossStats:
+    loss: float  # mean cross-entropy per target token (nats)
+    ppl: float  # exp(loss)
+    tokens: int  # target tokens scored (incl. <eos>, excl. padding)
+
+
+@dataclass(frozen=True)
+class EpochStats(LossStats):
+    seconds: float
+    tokens_per_s: float
+    batches: int
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), inf instead of an overflow."""
+    return math.exp(loss) if loss < 700 else math.inf
+
+
+def autocast_enabled(mode: str, device: torch.device) -> bool:
+    """Whether to train under bf16 autocast: 'on', 'off', or 'auto' (the hardware does bf16 fast:
+    CUDA with bf16 support, or a CPU with AVX512-BF16 / AMX; emulated bf16 is slower than fp32)."""
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"bf16 mode must be auto, on or off, got {mode!r}")
+    if mode != "auto":
+        return mode == "on"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        fast = [
+            getattr(torch.cpu, f, None)
+            for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        ]
+        return torch.backends.mkldnn.is_available() and any(f is not None and f() for f in fast)
+    return False
+
+
+def make_optimizer(model: nn.Module, spec: OptimSpec) -> torch.optim.Optimizer:
+    """Adam or plain SGD (the paper's) over the model's parameters at spec.lr."""
+    if spec.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=spec.lr)
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=spec.lr)
+    raise ValueError(f"unknown optimizer {spec.optimizer!r} (adam or sgd)")
+
+
+def lr_for_epoch(spec: OptimSpec, epoch: int) -> float:
+    """The lr of 1-based `epoch`: spec.lr, halved once per epoch from spec.lr_halving_start on
+    (start 5: epochs 1-4 at lr, 5 at lr/2, 6 at lr/4, ...); constant when the start is None."""
+    if spec.lr_halving_start is None or epoch < spec.lr_halving_start:
+        return spec.lr
+    return spec.lr * 0.5 ** (epoch - spec.lr_halving_start + 1)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def make_generator(seed: int, epoch: int = 0, rank: int = 0) -> torch.Generator:
+    """A CPU generator for the teacher-forcing coins of one (seed, epoch, rank): resumable."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1009 + rank)
+
+
+def draw_teacher_forcing(ratio: float, steps: int, generator: torch.Generator) -> Tensor:
+    """(steps,) bool on the CPU: True = feed the reference token at that decoder step.
+
+    One coin per step shared by the batch (as in the reference recipe). Step 0 is always True:
+    its input is <sos> either way.
+    """
+    mask = torch.rand(steps, generator=generator) < ratio
+    if steps:
+        mask[0] = True
+    return mask
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def _forward(model: nn.Module, batch: Batch, tf: Tensor) -> tuple[Tensor, int]:
+    # Lengths and coins go in as host objects (numpy, list): DDP moves tensor arguments to the
+    # device, and reading them back there would synchronise every step.
+    return model(batch.src, batch.src_lens.numpy(), batch.tgt, batch.tgt_lens.numpy(), tf.tolist())
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[Batch],
+    *,
+    teacher_forcing: float,
+    clip_norm: float,
+    generator: torch.Generator,
+    autocast: bool,
+    progress: Progress | None = None,
+) -> EpochStats:
+    """One pass over `batches` (model may be DDP-wrapped): per batch, mean token loss, backward,
+    gradient-norm clipping, step. Returns token-weighted loss of the epoch, ppl and throughput."""
+    device = _device_of(model)
+    model.train()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    tokens, n_batches, start = 0, 0, time.perf_counter()
+    size = len(batches) if hasattr(batches, "__len__") else None
+    for batch in batches:
+        batch = batch.to(device)
+        tf = draw_teacher_forcing(teacher_forcing, batch.tgt.shape[1] - 1, generator)
+        with _autocast(device, autocast):
+            loss_sum, n = _forward(model, batch, tf)
+        optimizer.zero_grad(set_to_none=True)
+        (loss_sum / n).backward()
+        nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        optimizer.step()
+        total += loss_sum.detach()
+        tokens, n_batches = tokens + n, n_batches + 1
+        if progress is not None:
+            progress(n=1, total=size)
+    loss = total.item() / max(tokens, 1)  # the epoch's only host sync
+    seconds = time.perf_counter() - start
+    return EpochStats(
+        loss, perplexity(loss), tokens, seconds, tokens / max(seconds, 1e-9), n_batches
+    )
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, batches: Iterable[Batch], *, autocast: bool) -> LossStats:
+    """Teacher-forced loss per target token over `batches` (eval mode, dropout off); the model's
+    train/eval mode is restored afterwards. Pass the unwrapped model, not the DDP wrapper."""
+    device = _device_of(model)
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    tokens = 0
+    try:
+        for batch in batches:
+            batch = batch.to(device)
+            tf = torch.ones(batch.tgt.shape[1] - 1, dtype=torch.bool)
+            with _autocast(device, autocast):
+                loss_sum, n = _forward(model, batch, tf)
+            total += loss_sum
+            tokens += n
+    finally:
+        model.train(was_training)
+    loss = total.item() / max(tokens, 1)
+    return LossStats(loss, perplexity(loss), tokens)

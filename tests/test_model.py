@@ -1,0 +1,140 @@
+"""Seq2Seq: the fast training forward equals a plain step-by-step loop; padding invariance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seq2seq.batching import ParallelCorpus
+from seq2seq.model import Seq2Seq
+from seq2seq.vocab import PAD
+
+V_SRC, V_TGT = 23, 19
+
+
+def _model(dropout: float = 0.0, seed: int = 0) -> Seq2Seq:
+    torch.manual_seed(seed)
+    return Seq2Seq(V_SRC, V_TGT, emb_dim=8, hidden_dim=12, num_layers=2, dropout=dropout).double()
+
+
+def _batch(seed: int = 0, n: int = 5):
+    g = torch.Generator().manual_seed(seed)
+    src = [torch.randint(4, V_SRC, (int(k),), generator=g).tolist() for k in range(1, n + 1)]
+    tgt_lens = torch.randint(0, 7, (n,), generator=g)
+    tgt = [torch.randint(4, V_TGT, (int(k),), generator=g).tolist() for k in tgt_lens]
+    return ParallelCorpus.from_lists(src, tgt).collate(torch.arange(n).numpy())
+
+
+def reference_loss(model: Seq2Seq, b, tf_mask: torch.Tensor) -> torch.Tensor:
+    """The plain recipe: one decode_step per t, full logits every step, argmax fed back."""
+    state = model.encode(b.src, b.src_lens)
+    y, total = b.tgt[:, 0], 0.0
+    for t in range(b.tgt.shape[1] - 1):
+        if t > 0:
+            y = b.tgt[:, t] if tf_mask[t] else logits.argmax(-1)  # noqa: F821 (set last step)
+        logits, state = model.decode_step(y, state)
+        total = total + F.cross_entropy(logits, b.tgt[:, t + 1], ignore_index=PAD, reduction="sum")
+    return total
+
+
+def _grads(model: Seq2Seq) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in model.parameters()]
+
+
+MASKS = ["all_true", "all_false", "random1", "random2", "random3"]
+
+
+@pytest.mark.parametrize("kind", MASKS)
+def test_fast_forward_equals_step_by_step_loss_and_gradients(kind: str) -> None:
+    b = _batch(seed=3, n=6)
+    steps = b.tgt.shape[1] - 1
+    if kind == "all_true":
+        mask = torch.ones(steps, dtype=torch.bool)
+    elif kind == "all_false":
+        mask = torch.zeros(steps, dtype=torch.bool)
+    else:
+        mask = torch.rand(steps, generator=torch.Generator().manual_seed(MASKS.index(kind))) < 0.5
+    model = _model(seed=1)
+    model.zero_grad()
+    ref = reference_loss(model, b, mask)
+    ref.backward()
+    ref_grads = _grads(model)
+    model.zero_grad()
+    loss, n = model(b.src, b.src_lens, b.tgt, b.tgt_lens, mask)
+    loss.backward()
+    assert n == int((b.tgt != PAD).sum()) - len(b)  # predicted tokens incl. <eos>
+    torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-10)
+    for got, want in zip(_grads(model), ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
+
+
+def test_free_running_really_feeds_predictions_back() -> None:
+    b = _batch(seed=4)
+    model = _model(seed=2)
+    model.reset_parameters(bound=1.0)  # large weights: the inputs visibly matter
+    steps = b.tgt.shape[1] - 1
+    forced, _ = model(b.src, b.src_lens, b.tgt, b.tgt_lens, torch.ones(steps, dtype=torch.bool))
+    free, _ = model(b.src, b.src_lens, b.tgt, b.tgt_lens, torch.zeros(steps, dtype=torch.bool))
+    assert abs((forced - free).item()) > 1e-3
+
+
+def test_sentence_loss_does_not_depend_on_batch_mates_padding() -> None:
+    b = _batch(seed=5, n=6)
+    model = _model(dropout=0.3, seed=3).float().eval()  # fp32, eval: dropout off
+    steps = b.tgt.shape[1] - 1
+    mask = torch.rand(steps, generator=torch.Generator().manual_seed(0)) < 0.5
+    with torch.no_grad():
+        for i in range(len(b)):
+            s_len, t_len = int(b.src_lens[i]), int(b.tgt_lens[i])
+            alone, n_alone = model(
+                b.src[i : i + 1, :s_len], b.src_lens[i : i + 1],
+                b.tgt[i : i + 1, :t_len], b.tgt_lens[i : i + 1], mask[: t_len - 1],
+            )  # fmt: skip
+            keep = [j for j in range(len(b)) if j != i]
+            mates, _ = model(b.src[keep], b.src_lens[keep], b.tgt[keep], b.tgt_lens[keep], mask)
+            whole, n_whole = model(b.src, b.src_lens, b.tgt, b.tgt_lens, mask)
+            assert n_alone == t_len - 1
+            torch.testing.assert_close(whole - mates, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_pad_positions_get_no_embedding_gradient_and_shapes() -> None:
+    b = _batch(seed=6)
+    model = _model(seed=4)
+    loss, n = model(b.src, b.src_lens, b.tgt, b.tgt_lens, [True] * (b.tgt.shape[1] - 1))
+    assert loss.shape == () and loss.dtype == torch.float64 and n > 0
+    loss.backward()
+    assert model.tgt_emb.weight.grad[PAD].abs().sum() == 0
+    assert model.src_emb.weight.grad[PAD].abs().sum() == 0
+    state = model.encode(b.src, b.src_lens)
+    assert state[0].shape == (2, len(b), 12) and state[1].shape == (2, len(b), 12)
+    logits, _ = model.decode_step(b.tgt[:, 0], state)
+    assert logits.shape == (len(b), V_TGT)
+
+
+def test_wrong_mask_length_is_rejected() -> None:
+    b = _batch()
+    with pytest.raises(ValueError, match="tf_mask"):
+        _model()(b.src, b.src_lens, b.tgt, b.tgt_lens, [True])
+
+
+def test_bf16_autocast_keeps_the_loss_in_fp32_and_close() -> None:
+    b = _batch(seed=7)
+    model = _model(seed=5).float().eval()
+    mask = [True] * (b.tgt.shape[1] - 1)
+    with torch.no_grad():
+        ref, _ = model(b.src, b.src_lens, b.tgt, b.tgt_lens, mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low, _ = model(b.src, b.src_lens, b.tgt, b.tgt_lens, mask)
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, ref, rtol=2e-2, atol=0.0)
+
+
+def test_init_is_uniform_and_from_config() -> None:
+    class Spec:
+        emb_dim, hidden_dim, num_layers, dropout = 6, 10, 3, 0.1
+
+    model = Seq2Seq.from_config(Spec(), 30, 40)
+    assert model.decoder.num_layers == 3 and model.out.out_features == 40
+    assert all(p.abs().max() <= 0.08 for p in model.parameters())
+    assert model.tgt_emb.weight[PAD].abs().sum() == 0
