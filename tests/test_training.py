@@ -1,0 +1,141 @@
+"""Training: optimisers, lr halving, teacher-forcing draws, clipping, overfitting a tiny corpus."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from seq2seq.batching import ParallelCorpus, iterate_batches
+from seq2seq.model import Seq2Seq
+from seq2seq.training import (
+    autocast_enabled,
+    draw_teacher_forcing,
+    evaluate_loss,
+    lr_for_epoch,
+    make_generator,
+    make_optimizer,
+    set_lr,
+    train_epoch,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors gain nothing from threads; on a busy machine 2 threads cost 40x per step."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@dataclass
+class Spec:
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    lr_halving_start: int | None = None
+
+
+def _corpus(n: int = 20, seed: int = 0) -> ParallelCorpus:
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.randint(2, 8, (n,), generator=g).tolist()
+    src = [torch.randint(4, 30, (k,), generator=g).tolist() for k in lens]
+    tgt = [[4 + (t * 7) % 26 for t in s[::-1]] for s in src]  # a deterministic function of src
+    return ParallelCorpus.from_lists(src, tgt)
+
+
+def _model(seed: int = 0, dropout: float = 0.0) -> Seq2Seq:
+    torch.manual_seed(seed)
+    return Seq2Seq(30, 30, emb_dim=32, hidden_dim=64, num_layers=1, dropout=dropout)
+
+
+def test_teacher_forcing_draws_are_reproducible() -> None:
+    a = draw_teacher_forcing(0.5, 1000, make_generator(5, epoch=2, rank=1))
+    b = draw_teacher_forcing(0.5, 1000, make_generator(5, epoch=2, rank=1))
+    c = draw_teacher_forcing(0.5, 1000, make_generator(5, epoch=3, rank=1))
+    assert a.dtype == torch.bool and a.shape == (1000,)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert 400 < int(a.sum()) < 600 and bool(a[0])
+    assert draw_teacher_forcing(0.0, 5, make_generator(1)).tolist() == [True] + [False] * 4
+    assert draw_teacher_forcing(1.0, 5, make_generator(1)).all()
+
+
+def test_lr_halving_schedule() -> None:
+    assert [lr_for_epoch(Spec(lr=1.0), e) for e in (1, 5, 9)] == [1.0, 1.0, 1.0]
+    spec = Spec(optimizer="sgd", lr=0.7, lr_halving_start=5)
+    assert [lr_for_epoch(spec, e) for e in range(1, 8)] == [0.7] * 4 + [0.35, 0.175, 0.0875]
+    opt = make_optimizer(_model(), spec)
+    set_lr(opt, 0.1)
+    assert all(g["lr"] == 0.1 for g in opt.param_groups)
+
+
+@pytest.mark.parametrize("name, cls", [("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)])
+def test_both_optimisers_step(name: str, cls: type) -> None:
+    model = _model()
+    opt = make_optimizer(model, Spec(optimizer=name, lr=0.1))
+    assert isinstance(opt, cls)
+    before = [p.detach().clone() for p in model.parameters()]
+    batches = iterate_batches(_corpus(), 10, shuffle=True, seed=0, epoch=0)
+    stats = train_epoch(model, opt, batches, teacher_forcing=0.5, clip_norm=1.0,
+                        generator=make_generator(0), autocast=False)  # fmt: skip
+    assert stats.batches == 2 and stats.tokens == sum(b.num_target_tokens for b in batches)
+    assert math.isclose(stats.ppl, math.exp(stats.loss)) and stats.tokens_per_s > 0
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+    with pytest.raises(ValueError, match="optimizer"):
+        make_optimizer(model, Spec(optimizer="rmsprop"))
+
+
+def test_gradient_norm_is_clipped() -> None:
+    model = _model()
+    opt = make_optimizer(model, Spec(optimizer="sgd", lr=1.0))
+    before = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
+    batches = list(iterate_batches(_corpus(), 20, shuffle=False, seed=0, epoch=0))
+    train_epoch(model, opt, batches, teacher_forcing=1.0, clip_norm=1e-3,
+                generator=make_generator(0), autocast=False)  # fmt: skip
+    step = torch.nn.utils.parameters_to_vector(model.parameters()).detach() - before
+    assert 0 < step.norm() <= 1e-3 * 1.0001  # one SGD step of lr 1 moves at most clip_norm
+
+
+def test_tiny_model_overfits_twenty_pairs() -> None:
+    corpus = _corpus(20)
+    model = _model(seed=1)
+    opt = make_optimizer(model, Spec(lr=2e-2))
+    gen = make_generator(0)
+    for epoch in range(60):
+        batches = iterate_batches(corpus, 20, shuffle=True, seed=0, epoch=epoch)
+        stats = train_epoch(model, opt, batches, teacher_forcing=0.5, clip_norm=1.0,
+                            generator=gen, autocast=False)  # fmt: skip
+    val = evaluate_loss(model, iterate_batches(corpus, 7, shuffle=False, seed=0, epoch=0),
+                        autocast=False)  # fmt: skip
+    assert stats.loss < 0.05 and val.loss < 0.02
+    assert val.tokens == sum(int(n) for n in corpus.tgt_lens) + 20
+    assert model.training  # evaluate_loss restores the mode
+
+
+def test_evaluate_loss_is_deterministic_with_dropout_off_in_eval() -> None:
+    model = _model(dropout=0.5)
+    batches = list(iterate_batches(_corpus(), 8, shuffle=False, seed=0, epoch=0))
+    a = evaluate_loss(model, batches, autocast=False)
+    b = evaluate_loss(model, batches, autocast=False)
+    assert a == b and a.ppl == pytest.approx(math.exp(a.loss))
+
+
+def test_autocast_switch() -> None:
+    cpu = torch.device("cpu")
+    assert autocast_enabled("on", cpu) and not autocast_enabled("off", cpu)
+    fast = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert autocast_enabled("auto", cpu) == (fast and torch.backends.mkldnn.is_available())
+    with pytest.raises(ValueError, match="bf16"):
+        autocast_enabled("maybe", cpu)
+
+
+def test_bf16_training_step_runs_and_reports_fp32_loss() -> None:
+    model = _model()
+    opt = make_optimizer(model, Spec())
+    batches = iterate_batches(_corpus(), 10, shuffle=True, seed=0, epoch=0)
+    stats = train_epoch(model, opt, batches, teacher_forcing=0.5, clip_norm=1.0,
+                        generator=make_generator(0), autocast=True)  # fmt: skip
+    assert math.isfinite(stats.loss) and 2.0 < stats.loss < 4.0  # ~ln(30) untrained
+    assert all(p.dtype == torch.float32 for p in model.parameters())
