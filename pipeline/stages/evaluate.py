@@ -1,0 +1,161 @@
+"""The `evaluate` stage: the best checkpoint on the test split.
+
+Greedy and beam search over the whole split, sacreBLEU corpus BLEU (with its signature) and chrF
+against the cleaned raw references, teacher-forced perplexity, BLEU by source-length bucket and
+sample translations. Writes `paths.metrics/` atomically (eval.json for `dvc metrics`,
+bleu_by_length.json for `dvc plots`, samples.json) and logs the same to MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+
+from pipeline import ui
+from pipeline.config import Config
+from pipeline.errors import UserError
+from seq2seq.batching import ParallelCorpus, iterate_batches
+from seq2seq.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
+from seq2seq.evaluation import DecodeSpec, translate_texts
+from seq2seq.io import atomic_dir, write_json
+from seq2seq.metrics import bleu_by_length, corpus_bleu, corpus_chrf, perplexity
+from seq2seq.training import evaluate_loss
+from seq2seq.vocab import Vocab
+
+EVAL_FILE, BUCKETS_FILE, SAMPLES_FILE = "eval.json", "bleu_by_length.json", "samples.json"
+
+
+def _load_test(cfg: Config, ckpt: Checkpoint) -> tuple[Path, pl.DataFrame]:
+    prepared = Path(cfg.paths.prepared)
+    test_path = prepared / "test.parquet"
+    if not test_path.exists():
+        raise UserError(f"{test_path} is missing", fix="run the data stages first (`dvc repro`)")
+    for side, vocab in (("src", ckpt.src_vocab), ("tgt", ckpt.tgt_vocab)):
+        if Vocab.load(prepared / f"vocab.{side}.json") != vocab:
+            raise UserError(
+                f"the checkpoint's {side} vocabulary differs from {prepared}/vocab.{side}.json, "
+                "so the test ids would mean other words",
+                fix="evaluate on the data the checkpoint was trained on (`dvc repro` reruns both)",
+            )
+    frame = pl.read_parquet(test_path, columns=["src", "tgt", "src_ids"])
+    if frame.height == 0:
+        raise UserError(f"{test_path} has no sentences", fix="check the corpus and clean report")
+    return test_path, frame
+
+
+def _evaluated_run(ckpt_dir: Path) -> dict[str, Any]:
+    """What models/best says about its origin (trial id, MLflow run), when tune wrote it."""
+    info = ckpt_dir / "info.json"
+    return json.loads(info.read_text()) if ckpt_dir.is_dir() and info.exists() else {}
+
+
+def _score(cfg: Config, ckpt: Checkpoint, model, frame: pl.DataFrame, device) -> dict[str, Any]:
+    """Translate the test split greedily and with beam search, and score both."""
+    ev, lowercase = cfg.evaluate, bool(ckpt.config["data"]["lowercase"])
+    src_ids, refs = frame["src_ids"].to_list(), frame["tgt"].to_list()
+    hyps: dict[str, list[str]] = {}
+    for name, beam in (("greedy", 1), ("beam", ev.beam_size)):
+        spec = DecodeSpec(beam, ev.batch_size, ev.max_len_ratio, ev.length_penalty)
+        with ui.progress(f"{name} search (beam {beam})", total=len(src_ids)) as advance:
+            hyps[name] = translate_texts(
+                model, src_ids, ckpt.tgt_vocab, spec, device=device, progress=advance
+            )
+    bleu = {k: corpus_bleu(h, refs, lowercase=lowercase) for k, h in hyps.items()}
+    chrf, chrf_sig = corpus_chrf(hyps["beam"], refs, lowercase=lowercase)
+    return {
+        "hyps": hyps,
+        "refs": refs,
+        "bleu": bleu,
+        "chrf": (chrf, chrf_sig),
+        "by_length": bleu_by_length(
+            hyps["beam"], refs, [len(s) for s in src_ids], ev.length_buckets, lowercase=lowercase
+        ),
+    }
+
+
+def _test_loss(cfg: Config, model, test_path: Path, device) -> float:
+    corpus = ParallelCorpus.from_parquet(test_path)
+    batches = iterate_batches(
+        corpus, cfg.evaluate.batch_size, shuffle=False, seed=0, epoch=0, device=device
+    )
+    return evaluate_loss(model, batches, autocast=False).loss
+
+
+def run(cfg: Config, checkpoint: Path | None = None, verbose: bool = False) -> dict[str, Any]:
+    """Evaluate `checkpoint` (default: paths.models/best) on the test split; returns eval.json."""
+    ckpt_dir = Path(checkpoint) if checkpoint else Path(cfg.paths.models) / "best"
+    ckpt = load_checkpoint(ckpt_dir)
+    test_path, frame = _load_test(cfg, ckpt)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model_from_checkpoint(ckpt).to(device).eval()
+    t0 = time.perf_counter()
+    scores = _score(cfg, ckpt, model, frame, device)
+    loss = _test_loss(cfg, model, test_path, device)
+    origin = _evaluated_run(ckpt_dir)
+    bleu, (chrf, chrf_sig) = scores["bleu"], scores["chrf"]
+    metrics = {
+        "test_bleu": round(bleu["beam"].score, 4),
+        "test_bleu_greedy": round(bleu["greedy"].score, 4),
+        "test_chrf": round(chrf, 4),
+        "test_loss": round(loss, 6),
+        "test_ppl": round(perplexity(loss), 4),
+        "sentences": frame.height,
+        "beam_size": cfg.evaluate.beam_size,
+        "bleu_signature": bleu["beam"].signature,
+        "chrf_signature": chrf_sig,
+        "checkpoint_epoch": ckpt.epoch,
+        "trial_id": origin.get("trial_id"),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    samples = [
+        {"source": s, "reference": r, "greedy": g, "beam": b}
+        for s, r, g, b in zip(
+            frame["src"].to_list()[: cfg.evaluate.num_examples],
+            scores["refs"],
+            scores["hyps"]["greedy"],
+            scores["hyps"]["beam"],
+            strict=False,
+        )
+    ]
+    with atomic_dir(cfg.paths.metrics) as out:
+        write_json(out / EVAL_FILE, metrics)
+        write_json(out / BUCKETS_FILE, scores["by_length"])
+        write_json(out / SAMPLES_FILE, samples)
+    _log_to_mlflow(cfg, metrics, origin, Path(cfg.paths.metrics))
+    _summary(metrics, bleu)
+    return metrics
+
+
+def _log_to_mlflow(cfg: Config, metrics: dict, origin: dict, metrics_dir: Path) -> None:
+    from pipeline import tracking
+
+    client = tracking.client_for(cfg)
+    exp_id = tracking.ensure_experiment(client, tracking.experiment_name(cfg))
+    tags = tracking.base_tags(cfg, "evaluate")
+    if origin.get("trial_id"):
+        tags["evaluated_trial"] = str(origin["trial_id"])
+    if origin.get("mlflow_run_id"):
+        tags["evaluated_run_id"] = str(origin["mlflow_run_id"])
+    run_id = client.create_run(exp_id, tags=tags, run_name="evaluate").info.run_id
+    for k, v in metrics.items():
+        if isinstance(v, (int, float)) and v is not None and not isinstance(v, bool):
+            client.log_metric(run_id, k, float(v))
+    for k in ("bleu_signature", "chrf_signature"):
+        client.set_tag(run_id, k, metrics[k])
+    for name in (EVAL_FILE, BUCKETS_FILE, SAMPLES_FILE):
+        client.log_artifact(run_id, str(metrics_dir / name))
+    client.set_terminated(run_id)
+
+
+def _summary(metrics: dict, bleu: dict) -> None:
+    ui.info(
+        f"[bold]test[/] BLEU {metrics['test_bleu']:.2f} (beam {metrics['beam_size']}), "
+        f"{metrics['test_bleu_greedy']:.2f} (greedy), chrF {metrics['test_chrf']:.2f}, "
+        f"perplexity {metrics['test_ppl']:.2f} on {metrics['sentences']} sentences"
+    )
+    ui.info(f"  {bleu['beam'].signature}")

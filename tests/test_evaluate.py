@@ -1,0 +1,129 @@
+"""The evaluate stage on a tiny real pipeline: sample corpus -> data stages -> short training."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from pipeline.config import Config
+from pipeline.errors import UserError
+from pipeline.stages import download, evaluate, preprocess
+from seq2seq.batching import ParallelCorpus, iterate_batches
+from seq2seq.checkpoint import save_checkpoint
+from seq2seq.errors import CheckpointError
+from seq2seq.model import Seq2Seq
+from seq2seq.training import make_generator, make_optimizer, train_epoch
+from seq2seq.vocab import Vocab
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, Config]:
+    """Data stages on 400 generated pairs and a briefly trained tiny model in models/best."""
+    root = tmp_path_factory.mktemp("project")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        return root, _build()
+
+
+@pytest.fixture
+def tiny_project(built, tmp_path, monkeypatch) -> Config:
+    """A private copy of the built project, as the cwd."""
+    root, cfg = built
+    shutil.copytree(root, tmp_path / "p")
+    monkeypatch.chdir(tmp_path / "p")
+    return cfg
+
+
+def _build() -> Config:
+    cfg = Config().with_overrides(
+        {
+            "data.sample.num_pairs": 400,
+            "data.sample.valid_fraction": 0.1,
+            "data.sample.test_fraction": 0.1,
+            "data.max_len": 20,
+            "data.min_freq": 1,
+            "model.emb_dim": 16,
+            "model.hidden_dim": 32,
+            "model.num_layers": 1,
+            "train.lr": 0.01,
+            "evaluate.beam_size": 3,
+            "evaluate.num_examples": 5,
+        }
+    )
+    download.run(cfg)
+    preprocess.clean(cfg)
+    preprocess.tokenize(cfg)
+    preprocess.reverse(cfg)
+    prepared = Path(cfg.paths.prepared)
+    src_vocab, tgt_vocab = (Vocab.load(prepared / f"vocab.{s}.json") for s in ("src", "tgt"))
+    torch.manual_seed(0)
+    model = Seq2Seq.from_config(cfg.model, len(src_vocab), len(tgt_vocab))
+    opt = make_optimizer(model, cfg.train)
+    train = ParallelCorpus.from_parquet(prepared / "train.parquet")
+    for epoch in range(4):
+        batches = iterate_batches(train, 32, shuffle=True, seed=0, epoch=epoch)
+        train_epoch(
+            model, opt, batches, teacher_forcing=1.0, clip_norm=1.0,
+            generator=make_generator(0), autocast=False,
+        )  # fmt: skip
+    best = Path(cfg.paths.models) / "best"
+    save_checkpoint(
+        best, model=model, optimizer=opt, epoch=1, config=cfg.model_dump(),
+        src_vocab=src_vocab, tgt_vocab=tgt_vocab, metrics={"val_bleu": 0.0},
+    )  # fmt: skip
+    (best / "info.json").write_text(json.dumps({"trial_id": "abc_00001", "mlflow_run_id": "r1"}))
+    return cfg
+
+
+def test_evaluate_writes_metrics_plots_samples_and_logs_to_mlflow(tiny_project):
+    cfg = tiny_project
+    metrics = evaluate.run(cfg)
+    out = Path(cfg.paths.metrics)
+    on_disk = json.loads((out / "eval.json").read_text())
+    assert on_disk == metrics
+    test_rows = json.loads(Path(cfg.paths.prepared, "meta.json").read_text())["rows"]["test"]
+    assert metrics["sentences"] == test_rows > 0
+    for key in ("test_bleu", "test_bleu_greedy", "test_chrf"):
+        assert 0.0 <= metrics[key] <= 100.0
+    assert metrics["test_ppl"] > 1.0 and metrics["test_ppl"] < len(
+        Vocab.load(Path(cfg.paths.prepared) / "vocab.tgt.json")
+    )  # better than uniform after training
+    assert "case:lc" in metrics["bleu_signature"] and "tok:13a" in metrics["bleu_signature"]
+    assert metrics["trial_id"] == "abc_00001"
+    buckets = json.loads((out / "bleu_by_length.json").read_text())
+    assert [b["bucket"] for b in buckets] == ["1-10", "11-20", "21-30", "31-40", "41+"]
+    assert sum(b["n"] for b in buckets) == test_rows
+    samples = json.loads((out / "samples.json").read_text())
+    assert len(samples) == 5 and set(samples[0]) == {"source", "reference", "greedy", "beam"}
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("seq2seq-sample-de-en")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.metrics["test_bleu"] == pytest.approx(metrics["test_bleu"])
+    assert run.data.tags["evaluated_trial"] == "abc_00001"
+    assert run.data.tags["bleu_signature"] == metrics["bleu_signature"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"eval.json", "bleu_by_length.json", "samples.json"} <= artifacts
+
+
+def test_evaluate_refuses_a_checkpoint_from_other_data(tiny_project):
+    cfg = tiny_project
+    prepared = Path(cfg.paths.prepared)
+    vocab = Vocab.load(prepared / "vocab.tgt.json")
+    Vocab((*vocab.itos, "neuwort")).save(prepared / "vocab.tgt.json")
+    with pytest.raises(UserError, match="tgt vocabulary differs"):
+        evaluate.run(cfg)
+    assert not Path(cfg.paths.metrics).exists()  # nothing half-written
+
+
+def test_evaluate_missing_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError):
+        evaluate.run(Config(), checkpoint=tmp_path / "nope")
