@@ -6,8 +6,7 @@ import subprocess
 import sys
 
 import pytest
-
-from tests.conftest import ROOT, VENV_BIN, pipeline_cmd
+from conftest import ROOT, VENV_BIN, pipeline_cmd
 
 COMMANDS = ["download", "clean", "tokenize", "reverse", "train", "tune", "evaluate", "translate"]
 
