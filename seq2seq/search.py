@@ -73,8 +73,8 @@ def greedy_decode(
 ) -> list[list[int]]:
     """Greedy decoding of a batch: src (B, S) padded ids, src_lens (B,) -> B lists of ids.
 
-    Each row takes the arg-max token per step until <eos> or its limit; finished rows keep
-    running (fixed shapes) but their outputs are frozen.
+    Each row takes the arg-max token per step until <eos> or its limit. Every CHECK_EVERY
+    steps (one host sync) the finished rows leave the batch, so long tails run on small batches.
     """
     batch, device = src.size(0), src.device
     limits, steps = _limits(max_len, batch, device)
@@ -83,16 +83,22 @@ def greedy_decode(
         y = torch.full((batch,), SOS, dtype=torch.long, device=device)
         tokens = torch.full((batch, max(steps, 1)), PAD, dtype=torch.long, device=device)
         lengths = limits.clone()  # output length: position of <eos>, else the limit
+        rows = torch.arange(batch, device=device)  # original index of each row still decoding
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         for t in range(steps):
-            logits, state = model.decode_step(y, state)  # (B, V)
-            y = _ban_specials(logits).argmax(-1)  # (B,)
-            tokens[:, t] = y
+            logits, state = model.decode_step(y, state)  # (n, V)
+            y = _ban_specials(logits).argmax(-1)  # (n,)
+            tokens[rows, t] = y
             ended = (y == EOS) & ~done
-            lengths = torch.where(ended, torch.full_like(lengths, t), lengths)
-            done = done | ended | (limits <= t + 1)
-            if (t + 1) % CHECK_EVERY == 0 and bool(done.all()):
-                break
+            lengths[rows] = torch.where(ended, t, lengths[rows])
+            done = done | ended | (limits[rows] <= t + 1)
+            if (t + 1) % CHECK_EVERY == 0:
+                keep = (~done).nonzero().squeeze(1)  # the one host sync
+                if keep.numel() == 0:
+                    break
+                if keep.numel() < rows.numel():
+                    rows, y, done = rows[keep], y[keep], done[keep]
+                    state = (state[0].index_select(1, keep), state[1].index_select(1, keep))
     return _to_lists(tokens, lengths)
 
 
