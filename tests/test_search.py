@@ -207,3 +207,18 @@ def test_beam_as_wide_as_the_search_space_finds_the_exact_best(alpha):
     assert found == [best]
     greedy = greedy_decode(model, src, lens, 3)[0]
     assert scores[hyps.index(greedy)] <= max(scores)
+
+
+@pytest.mark.parametrize("every", [1, 2, 3, 50])
+def test_results_do_not_depend_on_the_sync_interval(toy, monkeypatch, every):
+    """Finished rows leave the greedy batch at each check; any interval gives the same ids."""
+    import seq2seq.search as search
+
+    model, src, tgt, _ = toy
+    s, lens = pad(src)
+    limits = torch.tensor([3 + i % 7 for i in range(len(src))])
+    monkeypatch.setattr(search, "CHECK_EVERY", every)
+    assert greedy_decode(model, s, lens, 20) == tgt
+    expected = [y[: int(n)] for y, n in zip(tgt, limits, strict=True)]
+    assert greedy_decode(model, s, lens, limits) == expected
+    assert beam_search(model, s, lens, beam_size=3, max_len=limits) == expected
