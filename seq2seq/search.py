@@ -114,7 +114,8 @@ def beam_search(
     """Beam search over a batch: src (B, S), src_lens (B,) -> the best hypothesis per sentence.
 
     State and scores live as (B*K, ...) / (B, K) tensors; finished hypotheses are kept in a
-    (B, K, T) store ranked by their length-normalised score (see the module docstring).
+    (B, K, T) store ranked by their length-normalised score (see the module docstring). Done
+    sentences stay in the batch (fixed shapes) until all are done; their store is frozen.
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
