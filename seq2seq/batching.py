@@ -183,6 +183,11 @@ def bucket_batches(
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world_size {world_size}")
+    if batch_size < world_size:
+        raise DataError(
+            f"a global batch of {batch_size} pairs cannot be split over {world_size} workers",
+            "set train.batch_size to at least train.num_workers",
+        )
     n = len(src_lens)
     if n < world_size:
         raise DataError(

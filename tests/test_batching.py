@@ -56,6 +56,8 @@ def test_bad_inputs_raise_data_errors(tmp_path: Path) -> None:
     pl.DataFrame({"src": ["a"]}).write_parquet(bad)
     with pytest.raises(DataError, match="src_ids"):
         ParallelCorpus.from_parquet(bad)
+    with pytest.raises(DataError, match="cannot be split"):
+        bucket_batches(np.ones(9), np.ones(9), 2, shuffle=False, seed=0, epoch=0, world_size=3)
     with pytest.raises(DataError, match="fewer than"):
         bucket_batches(np.ones(2), np.ones(2), 4, shuffle=False, seed=0, epoch=0, world_size=3)
 
