@@ -74,18 +74,18 @@ class DataConfig(_Section):
 
 # ---------------------------------------------------------------------------------------- model
 class ModelConfig(_Section):
-    emb_dim: int = Field(128, ge=1)
-    hidden_dim: int = Field(256, ge=1)
+    emb_dim: int = Field(64, ge=1)
+    hidden_dim: int = Field(128, ge=1)
     num_layers: int = Field(2, ge=1, le=8)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
 
 
 # ---------------------------------------------------------------------------------------- train
 class TrainConfig(_Section):
-    epochs: int = Field(6, ge=1)
-    batch_size: int = Field(64, ge=1, description="sentence pairs per global batch")
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(128, ge=1, description="sentence pairs per global batch")
     optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(3e-3, gt=0)
     lr_halving_start: int | None = Field(
         None, ge=1, description="halve the lr every epoch from this one on (paper: 5 with SGD)"
     )
@@ -140,7 +140,7 @@ def _default_space() -> dict[str, Distribution]:
 
 
 class TuneConfig(_Section):
-    num_samples: int = Field(4, ge=1)
+    num_samples: int = Field(2, ge=1)
     metric: Literal["val_bleu", "val_loss", "val_ppl"] = "val_bleu"
     max_concurrent_trials: int = Field(0, ge=0, description="0: as many as the cluster fits")
     grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial may be stopped")

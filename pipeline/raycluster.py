@@ -37,6 +37,7 @@ def job_env(cfg: Config, verbose: bool) -> dict[str, str]:
     if not verbose:
         env["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
         env["RAY_DEDUP_LOGS_SKIP_REGEX"] = _NOISE
+        env["RAY_AIR_NEW_OUTPUT"] = "0"  # Tune's legacy reporter at verbose=0 prints nothing
     return env
 
 

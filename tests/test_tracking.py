@@ -62,9 +62,10 @@ def test_experiment_name_default_and_override() -> None:
 
 
 def test_config_params_are_flat_strings() -> None:
-    params = tracking.config_params(Config())
-    assert params["model.hidden_dim"] == "256"
-    assert params["train.lr"] == "0.001"
+    cfg = Config().with_overrides({"model.hidden_dim": 48, "train.lr": 0.002})
+    params = tracking.config_params(cfg)
+    assert params["model.hidden_dim"] == "48"
+    assert params["train.lr"] == "0.002"
     assert "tune.search_space" in params
     assert all(isinstance(v, str) for v in params.values())
 
