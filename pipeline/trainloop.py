@@ -65,18 +65,19 @@ def _seed(cfg: Config, rank: int, epoch: int) -> torch.Generator:
     return make_generator(cfg.train.seed, epoch, rank)
 
 
-def _global_throughput(tokens: int, seconds: float) -> float:
-    """Tokens/s summed over ranks (total tokens / slowest rank's time)."""
+def _global_stats(loss: float, tokens: int, seconds: float) -> tuple[float, float]:
+    """(train loss per token over all ranks, tokens/s summed over ranks = all tokens / the
+    slowest rank's time); the local values when not distributed."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        t = torch.tensor([float(tokens), -float(seconds)], dtype=torch.float64)
-        tok = t[:1].clone()
-        dist.all_reduce(tok, op=dist.ReduceOp.SUM)
-        sec = t[1:].clone().neg()
-        dist.all_reduce(sec, op=dist.ReduceOp.MAX)
-        tokens, seconds = int(tok.item()), float(sec.item())
-    return tokens / max(seconds, 1e-9)
+        sums = torch.tensor([loss * tokens, float(tokens)], dtype=torch.float64)
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+        slowest = torch.tensor([float(seconds)], dtype=torch.float64)
+        dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+        tokens, seconds = int(sums[1].item()), float(slowest.item())
+        loss = float(sums[0].item()) / max(tokens, 1)
+    return loss, tokens / max(seconds, 1e-9)
 
 
 def validate(
@@ -191,10 +192,11 @@ def train_loop_per_worker(config: Mapping[str, Any]) -> None:
             ddp_model, optimizer, batches, teacher_forcing=cfg.train.teacher_forcing,
             clip_norm=cfg.train.clip_norm, generator=generator, autocast=autocast,
         )  # fmt: skip
+        train_loss, tokens_per_s = _global_stats(stats.loss, stats.tokens, stats.seconds)
         metrics: dict[str, Any] = {
             "epoch": epoch,
-            "train_loss": stats.loss,
-            "tokens_per_s": _global_throughput(stats.tokens, stats.seconds),
+            "train_loss": train_loss,
+            "tokens_per_s": tokens_per_s,
             "world_size": world,
         }
         if rank != 0:

@@ -120,5 +120,5 @@ def test_seed_is_a_function_of_rank_and_epoch() -> None:
     assert not torch.equal(torch.rand(4, generator=g3), a[1])
 
 
-def test_throughput_single_process() -> None:
-    assert trainloop._global_throughput(1000, 2.0) == pytest.approx(500.0)
+def test_global_stats_single_process() -> None:
+    assert trainloop._global_stats(2.5, 1000, 2.0) == pytest.approx((2.5, 500.0))
