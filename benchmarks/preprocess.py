@@ -98,6 +98,15 @@ def config(root: Path) -> Config:
     return Config().with_overrides(paths)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS since exec: VmHWM. (ru_maxrss would also count the parent's RSS
+    at fork time, which holds the generated corpus.)"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
+
+
 def polars_worker(root: Path, stage: str) -> None:
     """Run in a subprocess: one stage; prints its time and this process's peak RSS."""
     from pipeline.stages import preprocess
@@ -108,7 +117,7 @@ def polars_worker(root: Path, stage: str) -> None:
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(json.dumps({
         "seconds": seconds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "cpu_seconds": cpu,
         "threads": pl.thread_pool_size(),
     }))  # fmt: skip
