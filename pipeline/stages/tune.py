@@ -97,6 +97,7 @@ class MlflowTrialCallback:
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info_: Any) -> None:
         cfg = Config.model_validate(self.base).with_overrides(trial.config)
         self.tracker.trial_started(trial.trial_id, trial_name(trial.config), cfg)
+        info(f"{trial.trial_id} started: {trial_name(trial.config)}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **_) -> None:
         self.tracker.trial_result(trial.trial_id, result)
