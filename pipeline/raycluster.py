@@ -17,7 +17,10 @@ from pipeline.tracking import project_root
 
 TRIAL_DRIVER = "trial_driver"  # token resource: one per concurrent Tune trial driver
 # Lines that Ray prints whatever the log level; hidden unless --verbose.
-_NOISE = r"Reporting training result|Checkpoint successfully created|Setting up process group"
+_NOISE = (
+    r"Reporting training result|Checkpoint successfully created|Setting up process group"
+    r"|Ray Train controller actor .* is dead"  # ASHA-stopped trial: its cleanup is routine
+)
 
 
 @dataclass(frozen=True)
