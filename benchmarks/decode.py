@@ -17,12 +17,15 @@ ids (batch-mate independence on real data). BLEU is sacreBLEU against the raw re
     python benchmarks/decode.py                       # ~90 s of training, then decoding
     python benchmarks/decode.py --train-seconds 600 --threads 2
 
-Threads default to 1: on a shared 2-core machine two torch threads spin against other
-processes (measured: batched 34 vs 306 sentences/s, one-at-a-time 1.0 vs 10.3).
+Threads default to 1: on a shared 2-core machine two torch threads spin against the other
+processes (an early run with 2 threads: batched 34, one-at-a-time 1.0 sentences/s).
 
-Measured (2 shared CPU cores, load ~8, --train-seconds 90 --threads 1; 50 training batches):
-batched 306 sent/s, single 10.3 sent/s, ratio 29.7, beam 5 39.4 sent/s, same_as_single 1.0,
-mean output 11.3 tokens (references 13.1).
+Measured on 2 shared CPU cores under load 8-10 (other jobs running), --threads 1, so absolute
+figures are noisy; compare within a run:
+- --train-seconds 90 (50 batches, loss 5.7): batched 306 sent/s, single 10.3, ratio 29.7,
+  beam 5 39.4 sent/s, same_as_single 1.0, mean output 11.3 tokens (references 13.1).
+- --train-seconds 300 (283 batches, loss 4.8): batched 179 sent/s, single 9.8, ratio 18.2,
+  beam 5 84.4 sent/s, same_as_single 1.0, mean output 10.5 tokens, BLEU 3.5 / 3.8 (beam).
 
 Prints one JSON line.
 """
