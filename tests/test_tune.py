@@ -150,9 +150,13 @@ def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path: Pat
         assert time.time() < deadline, "no trial finished in time"
         time.sleep(1)
     first.send_signal(signal.SIGINT)  # Ctrl-C: the sweep is interrupted
-    first.wait(timeout=120)
+    assert first.wait(timeout=120) == 2  # interrupted: a one-line error, nothing exported
     log.close()
     text = (tmp_path / "first.log").read_text()
+    assert "pipeline tune --resume" in text
+    assert not (tmp_path / "models" / "best").exists()
+    _, parents, _ = _children(tmp_path)
+    assert parents[0].info.status == "FAILED"  # until resumed
     done_first = [line.split()[0] for line in text.splitlines() if "finished after" in line]
     assert 1 <= len(done_first) < 3
 

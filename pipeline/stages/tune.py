@@ -162,6 +162,20 @@ def _tuner(cfg: Config, trainable: Any, root: str, name: str, callback: Any, n: 
     )
 
 
+def _check_complete(path: str, name: str) -> None:
+    """Ctrl-C makes Tune stop gracefully and fit() return: the saved trial states tell."""
+    from ray.tune import ExperimentAnalysis
+
+    statuses = [t.status for t in ExperimentAnalysis(path).trials]
+    done = sum(s in ("TERMINATED", "ERROR") for s in statuses)
+    if done < len(statuses):
+        raise UserError(
+            f"sweep {name} interrupted: {done} of {len(statuses)} trials finished; "
+            "models/ left unchanged",
+            fix="continue it with `pipeline tune --resume`",
+        )
+
+
 def run(cfg: Config, resume: bool = False, verbose: bool = False) -> dict[str, Any]:
     """Run (or resume) the sweep, export the best checkpoint, write the trials table/curves."""
     raycluster.prepare_env(cfg, verbose)  # before ray is imported
@@ -199,6 +213,7 @@ def run(cfg: Config, resume: bool = False, verbose: bool = False) -> dict[str, A
         else:
             tuner = _tuner(cfg, trainable, root, name, callback, n)
         grid = tuner.fit()
+        _check_complete(f"{root}/{name}", name)
         return finish(cfg, grid, client, exp_id, name, prepared)
     except BaseException:  # interrupted or failed: the parent run says so (--resume reopens it)
         parent = tracking.find_run(client, exp_id, name)
