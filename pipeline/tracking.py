@@ -26,6 +26,7 @@ from pipeline.config import Config, flatten
 
 RUN_KEY_TAG = "seq2seq.run_key"  # identifies a train run / sweep / trial across restarts
 PARENT_TAG = "mlflow.parentRunId"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EPOCH_METRICS = ("train_loss", "val_loss", "val_ppl", "val_bleu", "tokens_per_s", "epoch_seconds")
 
 
@@ -79,6 +80,13 @@ def ensure_experiment(client: MlflowClient, name: str, cwd: str | Path | None = 
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
+    exp_id = _create_experiment(client, name)
+    # MLflow 3's UI opens untyped experiments as GenAI overviews; this kind opens the runs table.
+    client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, "custom_model_development")
+    return exp_id
+
+
+def _create_experiment(client: MlflowClient, name: str) -> str:
     uri = client.tracking_uri
     location = None
     if uri.startswith("sqlite:///"):

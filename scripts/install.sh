@@ -7,6 +7,8 @@
 #                              wheel through its find-links; on Linux, PyPI's default wheel is the
 #                              CUDA build)
 #   TORCH_INDEX_URL=...        a PyTorch wheel index to take torch from (a CPU or CUDA variant)
+#   INSTALL_BROWSER=1          also install Debian's chromium and Playwright, for the browser
+#                              test of the MLflow UI (needs root and apt-get; CI sets it)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -29,6 +31,18 @@ fi
 
 echo "==> installing the project and its dependencies (editable, with the dev extra)"
 "${PIP[@]}" -e ".[dev]"
+
+if [ "${INSTALL_BROWSER:-0}" = "1" ]; then
+  echo "==> installing chromium (apt) and playwright (pip) for the MLflow UI browser test"
+  if command -v chromium >/dev/null 2>&1 || {
+      command -v apt-get >/dev/null 2>&1 &&
+      apt-get update -qq >/dev/null &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
+    "${PIP[@]}" -e ".[dev,browser]"
+  else
+    echo "    (could not install chromium: the browser test will be skipped)" >&2
+  fi
+fi
 
 # DVC needs a Git repository; the project ships .dvc/ so a clone is ready as it is.
 if [ ! -d .git ]; then
