@@ -92,25 +92,16 @@ def validate(
 ) -> dict[str, float]:
     """Teacher-forced loss/perplexity and greedy BLEU on the valid split (unwrapped model)."""
     from seq2seq.batching import iterate_batches
-    from seq2seq.detok import detokenize
-    from seq2seq.metrics import corpus_bleu
-    from seq2seq.search import translate_ids
+    from seq2seq.evaluation import DecodeSpec, bleu_of
     from seq2seq.training import evaluate_loss
 
-    batches = iterate_batches(
-        valid, cfg.evaluate.batch_size, shuffle=False, seed=0, epoch=0, device=device
-    )
+    ev = cfg.evaluate
+    batches = iterate_batches(valid, ev.batch_size, shuffle=False, seed=0, epoch=0, device=device)
     loss = evaluate_loss(model, batches, autocast=autocast)
-    ids = translate_ids(
-        model,
-        valid_src,
-        beam_size=1,
-        batch_size=cfg.evaluate.batch_size,
-        max_len_ratio=cfg.evaluate.max_len_ratio,
-        device=device,
+    spec = DecodeSpec(beam_size=1, batch_size=ev.batch_size, max_len_ratio=ev.max_len_ratio)
+    bleu, _ = bleu_of(
+        model, valid_src, valid_refs, tgt_vocab, spec, lowercase=cfg.data.lowercase, device=device
     )
-    hyps = [detokenize(tgt_vocab.decode(h)) for h in ids]
-    bleu = corpus_bleu(hyps, valid_refs, lowercase=cfg.data.lowercase)
     return {"val_loss": loss.loss, "val_ppl": loss.ppl, "val_bleu": bleu.score}
 
 

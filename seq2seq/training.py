@@ -7,7 +7,6 @@ forcing coins are drawn up front on the CPU from a seeded generator.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from seq2seq.batching import Batch
+from seq2seq.metrics import perplexity
 
 Progress = Callable[..., None]  # progress(n=1, total=None, description=None)
 
@@ -41,11 +41,6 @@ class EpochStats(LossStats):
     seconds: float
     tokens_per_s: float
     batches: int
-
-
-def perplexity(loss: float) -> float:
-    """exp(loss), inf instead of an overflow."""
-    return math.exp(loss) if loss < 700 else math.inf
 
 
 def autocast_enabled(mode: str, device: torch.device) -> bool:
