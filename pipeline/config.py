@@ -83,17 +83,17 @@ class ModelConfig(_Section):
 # ---------------------------------------------------------------------------------------- train
 class TrainConfig(_Section):
     epochs: int = Field(3, ge=1)
-    batch_size: int = Field(128, ge=1, description="sentence pairs per global batch")
+    batch_size: int = Field(64, ge=1, description="sentence pairs per global batch")
     optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(3e-3, gt=0)
+    lr: float = Field(1e-2, gt=0)
     lr_halving_start: int | None = Field(
         None, ge=1, description="halve the lr every epoch from this one on (paper: 5 with SGD)"
     )
     clip_norm: float = Field(1.0, gt=0)
-    teacher_forcing: float = Field(0.5, ge=0.0, le=1.0)
+    teacher_forcing: float = Field(1.0, ge=0.0, le=1.0)
     bf16: Literal["auto", "on", "off"] = "auto"
     seed: int = 1234
-    num_workers: int = Field(2, ge=1)
+    num_workers: int = Field(1, ge=1)
     use_gpu: Literal["auto", "on", "off"] = "auto"
     max_failures: int = Field(2, ge=0)
     threads_per_worker: int = Field(1, ge=1)
@@ -134,13 +134,13 @@ class Distribution(_Section):
 def _default_space() -> dict[str, Distribution]:
     return {
         "model.num_layers": Distribution(choice=[1, 2]),
-        "model.dropout": Distribution(uniform=(0.0, 0.4)),
-        "train.teacher_forcing": Distribution(uniform=(0.3, 1.0)),
+        "model.dropout": Distribution(uniform=(0.0, 0.3)),
+        "train.teacher_forcing": Distribution(uniform=(0.5, 1.0)),
     }
 
 
 class TuneConfig(_Section):
-    num_samples: int = Field(2, ge=1)
+    num_samples: int = Field(4, ge=1)
     metric: Literal["val_bleu", "val_loss", "val_ppl"] = "val_bleu"
     max_concurrent_trials: int = Field(0, ge=0, description="0: as many as the cluster fits")
     grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial may be stopped")
