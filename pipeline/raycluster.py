@@ -70,7 +70,9 @@ def init(cfg: Config, *, verbose: bool = False, trial_drivers: int = 0) -> Clust
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     kwargs: dict = {
         "logging_level": logging.INFO if verbose else logging.ERROR,
-        "log_to_driver": True,
+        # Worker logs (e.g. the stack dumps of trials that ASHA stops) only with --verbose;
+        # progress lines come from the driver.
+        "log_to_driver": verbose,
         "runtime_env": {"env_vars": env},
         "include_dashboard": True,
         "dashboard_host": "127.0.0.1",
