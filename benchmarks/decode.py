@@ -1,7 +1,7 @@
 """Decoding speed: batched greedy vs one sentence at a time, and batched beam search.
 
 Multi30k de->en (the shared mirror): lower-cased regex words, vocabularies of words seen twice
-in train, source reversed. A model (emb 128, hidden 256, 2 layers: the params.yaml defaults) is
+in train, source reversed. A model (emb 128, hidden 256, 2 layers) is
 trained for `--train-seconds` with seq2seq.training so that output lengths are realistic, then
 the 1,000 test2016 sentences are translated (max length 2 x source + 10):
 
