@@ -20,6 +20,11 @@ TRIAL_DRIVER = "trial_driver"  # token resource: one per concurrent Tune trial d
 _NOISE = (
     r"Reporting training result|Checkpoint successfully created|Setting up process group"
     r"|Ray Train controller actor .* is dead"  # ASHA-stopped trial: its cleanup is routine
+    # The crash dump of a worker that Tune kills mid-step when ASHA stops its trial (expected;
+    # the trial's outcome is in the trials table). --verbose shows everything.
+    r"|SIGABRT|logging\.cc:|Fatal Python error|Stack \(most recent call first\)|Extension modules:"
+    r"|PC: @|^\s+@\s|\.so(\.\d+)*\(|Traceback \(most recent call last\)|^\s{2,}\S|^\s*$"
+    r"|Graceful shutdown of backend failed|ActorDiedError|The actor (is dead|died unexpectedly)"
 )
 
 
@@ -70,9 +75,7 @@ def init(cfg: Config, *, verbose: bool = False, trial_drivers: int = 0) -> Clust
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     kwargs: dict = {
         "logging_level": logging.INFO if verbose else logging.ERROR,
-        # Worker logs (e.g. the stack dumps of trials that ASHA stops) only with --verbose;
-        # progress lines come from the driver.
-        "log_to_driver": verbose,
+        "log_to_driver": True,
         "runtime_env": {"env_vars": env},
         "include_dashboard": True,
         "dashboard_host": "127.0.0.1",
