@@ -23,7 +23,7 @@ _NOISE = (
     # The crash dump of a worker that Tune kills mid-step when ASHA stops its trial (expected;
     # the trial's outcome is in the trials table). --verbose shows everything.
     r"|SIGABRT|logging\.cc:|Fatal Python error|Stack \(most recent call first\)|Extension modules:"
-    r"|PC: @|^\s+@\s|\.so(\.\d+)*\(|Traceback \(most recent call last\)|^\s{2,}\S|^\s*$"
+    r"|PC: @|^\s+@\s|\.so(\.\d+)*\(|Traceback \(most recent call last\)|^\s+\S|^\s*$"
     r"|Graceful shutdown of backend failed|ActorDiedError|The actor (is dead|died unexpectedly)"
 )
 
