@@ -75,7 +75,7 @@ def client_for(cfg: Config, cwd: str | Path | None = None) -> MlflowClient:
     return client
 
 
-def ensure_experiment(client: MlflowClient, name: str, cwd: str | Path | None = None) -> str:
+def ensure_experiment(client: MlflowClient, name: str) -> str:
     """Experiment id by name, created if missing (artifacts beside a local SQLite store)."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:

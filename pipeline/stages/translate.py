@@ -22,9 +22,8 @@ import torch
 from pipeline import ui
 from pipeline.errors import UserError
 from seq2seq.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
-from seq2seq.detok import detokenize
 from seq2seq.errors import CheckpointError
-from seq2seq.search import translate_ids
+from seq2seq.evaluation import DecodeSpec, translate_texts
 from seq2seq.text import prepare_source
 
 SOURCE_LIMIT_FACTOR = 4
@@ -113,17 +112,8 @@ def run(
         return
     src = prepare(ckpt, texts)
     ratio, alpha = _decoding(ckpt)
+    spec = DecodeSpec(beam_size, batch_size, max_len_ratio=ratio, length_penalty=alpha)
     with ui.progress("translating", total=len(src)) as advance:
-        ids = translate_ids(
-            model,
-            src,
-            beam_size=beam_size,
-            batch_size=batch_size,
-            max_len_ratio=ratio,
-            length_penalty=alpha,
-            device=device,
-            progress=advance,
-        )
-    out = [detokenize(ckpt.tgt_vocab.decode(h)) for h in ids]
+        out = translate_texts(model, src, ckpt.tgt_vocab, spec, device=device, progress=advance)
     sys.stdout.write("".join(line + "\n" for line in out))
     sys.stdout.flush()
