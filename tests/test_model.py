@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from seq2seq.batching import ParallelCorpus
-from seq2seq.model import Seq2Seq
+from seq2seq.model import FastDropout, Seq2Seq, _StepPlan
 from seq2seq.vocab import PAD
 
 
@@ -74,6 +74,37 @@ def test_fast_forward_equals_step_by_step_loss_and_gradients(kind: str) -> None:
     loss, n = model(b.src, b.src_lens, b.tgt, b.tgt_lens, mask)
     loss.backward()
     assert n == int((b.tgt != PAD).sum()) - len(b)  # predicted tokens incl. <eos>
+    torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-10)
+    for got, want in zip(_grads(model), ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("ratio", [1.0, 0.7, 0.0])
+def test_fast_forward_equals_step_by_step_on_mixed_lengths(ratio: float) -> None:
+    """Unsorted rows of very different lengths: the forward reorders them, cuts teacher-forced
+    runs where rows finish and runs only live rows; none of that may change loss or gradients."""
+    g = torch.Generator().manual_seed(11)
+    n = 24
+    src = [torch.randint(4, V_SRC, (int(k),), generator=g).tolist() for k in range(1, n + 1)]
+    tgt = [
+        torch.randint(4, V_TGT, (int(k),), generator=g).tolist() for k in (torch.arange(n) * 7) % 19
+    ]
+    b = ParallelCorpus.from_lists(src, tgt).collate(torch.arange(n).numpy())
+    steps = b.tgt.shape[1] - 1
+    mask = torch.rand(steps, generator=g) < ratio
+    mask[0] = True
+    plan = _StepPlan(mask.tolist(), b.tgt_lens.numpy(), steps, b.tgt.device)
+    assert plan.order is not None and min(plan.live) < n  # the shortcuts are really taken
+    if ratio == 1.0:
+        assert len(plan.segments) > 1 and not any(plan.free)  # cuts only
+    model = _model(seed=6)
+    model.zero_grad()
+    ref = reference_loss(model, b, mask)
+    ref.backward()
+    ref_grads = _grads(model)
+    model.zero_grad()
+    loss, _ = model(b.src, b.src_lens, b.tgt, b.tgt_lens, mask)
+    loss.backward()
     torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-10)
     for got, want in zip(_grads(model), ref_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
@@ -148,3 +179,20 @@ def test_init_is_uniform_and_from_config() -> None:
     assert model.decoder.num_layers == 3 and model.out.out_features == 40
     assert all(p.abs().max() <= 0.08 for p in model.parameters())
     assert model.tgt_emb.weight[PAD].abs().sum() == 0
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_fast_dropout_is_unbiased_seeded_and_masks_the_gradient(p: float) -> None:
+    drop = FastDropout(p)
+    x = torch.ones(400_000, requires_grad=True)
+    torch.manual_seed(0)
+    y = drop(x)
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # the default generator drives it
+    kept = y != 0
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.005
+    assert abs(y.mean().item() - 1.0) < 0.01  # E[y] = x
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # gradient = mask * scale
+    drop.eval()
+    assert drop(x) is x
