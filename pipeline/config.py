@@ -84,6 +84,9 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(64, ge=1, description="sentence pairs per global batch")
+    bucket_pool: int = Field(
+        50, ge=1, description="batches per length-sorting pool (1: random batches)"
+    )
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = Field(1e-2, gt=0)
     lr_halving_start: int | None = Field(

@@ -176,7 +176,7 @@ def train_loop_per_worker(config: Mapping[str, Any]) -> None:
         set_lr(optimizer, lr_for_epoch(cfg.train, epoch))
         batches = iterate_batches(
             train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, epoch=epoch,
-            rank=rank, world_size=world, device=device,
+            rank=rank, world_size=world, pool_batches=cfg.train.bucket_pool, device=device,
         )  # fmt: skip
         t0 = time.perf_counter()
         stats = train_epoch(
