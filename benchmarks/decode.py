@@ -18,14 +18,17 @@ ids (batch-mate independence on real data). BLEU is sacreBLEU against the raw re
     python benchmarks/decode.py --train-seconds 600 --threads 2
 
 Threads default to 1: on a shared 2-core machine two torch threads spin against the other
-processes (an early run with 2 threads: batched 34, one-at-a-time 1.0 sentences/s).
+processes. `--batch-size` counts decoder rows (default 1,000: the whole test set in one greedy
+batch, whose finished rows leave at every step on the CPU; beam 5 then decodes 200 sentences a
+batch).
 
-Measured on 2 shared CPU cores under load 8-10 (other jobs running), --threads 1, so absolute
-figures are noisy; compare within a run:
-- --train-seconds 90 (50 batches, loss 5.7): batched 306 sent/s, single 10.3, ratio 29.7,
-  beam 5 39.4 sent/s, same_as_single 1.0, mean output 11.3 tokens (references 13.1).
-- --train-seconds 300 (283 batches, loss 4.8): batched 179 sent/s, single 9.8, ratio 18.2,
-  beam 5 84.4 sent/s, same_as_single 1.0, mean output 10.5 tokens, BLEU 3.5 / 3.8 (beam).
+Measured on a quiet 2-core machine (the model trains for 90 s, so it differs run to run):
+- --threads 1: batched 959 / 789 sent/s, single 38.2 / 34.2, ratio 25.2 / 23.1, beam 5
+  60 (one 1,000-sentence batch, before beam batches were divided by the beam) / 114 sent/s,
+  same_as_single 1.0.
+- --threads 2: batched 1,293 sent/s, single 44.2, ratio 29.3.
+- Before finished rows left at every step (checks every 8 steps, batches of 256): ratio 18.9
+  (1 thread) and 20.0 (2 threads).
 
 Prints one JSON line.
 """
@@ -155,7 +158,7 @@ def measure(model: Seq2Seq, src: list[list[int]], batch_size: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--train-seconds", type=float, default=90.0)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=1000, help="sentences per batch (all)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: see the docstring)")
     p.add_argument("--data", type=Path, default=DATA)
     args = p.parse_args()

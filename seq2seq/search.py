@@ -5,8 +5,11 @@ return token ids without <sos>/<eos>, in input order. A hypothesis ends at <eos>
 reaches its length limit first is cut there. `max_len` counts decoding steps (the <eos> step
 included), so an output has at most `max_len` tokens; it is an int or a per-sentence (B,) tensor.
 
-Host syncs: the loops keep everything on the device and look at "all finished?" only every
-`CHECK_EVERY` (8) steps, so a GPU runs ahead; the price is up to 7 wasted steps.
+Host syncs: on an accelerator the loops keep everything on the device and look at "all
+finished?" only every `CHECK_EVERY` (8) steps, so the GPU runs ahead; the price is up to 7 wasted
+steps. On the CPU a check costs nothing, so it happens every `CPU_CHECK_EVERY` (1) step and
+finished greedy rows leave the batch at once (measured on 1,000 Multi30k sentences, one batch,
+1 thread: 930-995 sentences/s, against 650-780 checking every 8 steps).
 
 <pad> and <sos> are never generated. Beam scores: alive hypotheses are ranked by their summed
 log-probabilities; a finished one is scored `logprob / len**length_penalty`, where `len` counts
@@ -27,7 +30,12 @@ from torch import Tensor
 
 from seq2seq.vocab import EOS, PAD, SOS
 
-CHECK_EVERY = 8  # steps between "all finished?" host syncs
+CHECK_EVERY = 8  # steps between "all finished?" host syncs on an accelerator
+CPU_CHECK_EVERY = 1  # ... and on the CPU, where a check is free
+
+
+def _check_every(device: torch.device) -> int:
+    return CPU_CHECK_EVERY if device.type == "cpu" else CHECK_EVERY
 
 
 def _limits(max_len: int | Tensor, batch: int, device: torch.device) -> tuple[Tensor, int]:
@@ -73,11 +81,12 @@ def greedy_decode(
 ) -> list[list[int]]:
     """Greedy decoding of a batch: src (B, S) padded ids, src_lens (B,) -> B lists of ids.
 
-    Each row takes the arg-max token per step until <eos> or its limit. Every CHECK_EVERY
-    steps (one host sync) the finished rows leave the batch, so long tails run on small batches.
+    Each row takes the arg-max token per step until <eos> or its limit. At every check (one
+    host sync) the finished rows leave the batch, so long tails run on small batches.
     """
     batch, device = src.size(0), src.device
     limits, steps = _limits(max_len, batch, device)
+    every = _check_every(device)
     with _EvalMode(model):
         state = model.encode(src, src_lens)
         y = torch.full((batch,), SOS, dtype=torch.long, device=device)
@@ -92,7 +101,7 @@ def greedy_decode(
             ended = (y == EOS) & ~done
             lengths[rows] = torch.where(ended, t, lengths[rows])
             done = done | ended | (limits[rows] <= t + 1)
-            if (t + 1) % CHECK_EVERY == 0:
+            if (t + 1) % every == 0:
                 keep = (~done).nonzero().squeeze(1)  # the one host sync
                 if keep.numel() == 0:
                     break
@@ -121,6 +130,7 @@ def beam_search(
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     batch, k, device = src.size(0), beam_size, src.device
     limits, steps = _limits(max_len, batch, device)
+    every = _check_every(device)
     with _EvalMode(model):
         h, c = model.encode(src, src_lens)  # (L, B, H) each
         state = (h.repeat_interleave(k, dim=1), c.repeat_interleave(k, dim=1))  # (L, B*K, H)
@@ -131,7 +141,7 @@ def beam_search(
             logp = torch.log_softmax(_ban_specials(logits.float()), dim=-1)
             origin, y = beam.step(t, logp)  # (B*K,) flat indices of parent beams, new tokens
             state = (state[0].index_select(1, origin), state[1].index_select(1, origin))
-            if (t + 1) % CHECK_EVERY == 0 and bool(beam.done.all()):
+            if (t + 1) % every == 0 and bool(beam.done.all()):
                 break
     return _to_lists(beam.fin_tokens[:, 0], beam.fin_lens[:, 0])
 
@@ -210,9 +220,12 @@ def translate_ids(
 ) -> list[list[int]]:
     """Decode many source id sequences (as stored: reversed, no specials) in batches.
 
-    Sentences are sorted by length into batches of `batch_size` (little padding), each decoded
-    greedily (beam_size 1) or with beam search up to `max_len_ratio * len + 10` tokens; the
-    results come back in input order. An empty source gives [] without touching the model.
+    Sentences are sorted by length into batches of `batch_size` decoder rows (little padding):
+    `batch_size` sentences for greedy (beam_size 1), `batch_size // beam_size` for beam search,
+    whose finished sentences stay in the batch (1,000 Multi30k sentences in one beam-5 batch:
+    60 sentences/s; 50 to 256 a batch: 130-155). Each sentence gets up to
+    `max_len_ratio * len + 10` tokens; the results come back in input order. An empty source
+    gives [] without touching the model.
     `sequences` may also be a corpus object with a `src` attribute (a list of id lists).
     """
     seqs = [list(s) for s in getattr(sequences, "src", sequences)]
@@ -222,8 +235,9 @@ def translate_ids(
     if progress is not None:
         progress(0, total=len(seqs))
         progress(len(seqs) - len(order))  # empty sources are already done
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
+    per_batch = max(1, batch_size // beam_size)
+    for start in range(0, len(order), per_batch):
+        idx = order[start : start + per_batch]
         src, lens = _pad([seqs[i] for i in idx], device)
         limits = (lens.to(torch.float64) * max_len_ratio + 10).long()
         if beam_size == 1:

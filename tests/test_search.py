@@ -113,10 +113,23 @@ def test_beam_size_1_equals_greedy_untrained_model():
 def test_translation_does_not_depend_on_batch_mates(toy):
     model, src, _, _ = toy
     batched_g = translate_ids(model, src, beam_size=1, batch_size=len(src))
-    batched_b = translate_ids(model, src, beam_size=4, batch_size=len(src))
+    batched_b = translate_ids(model, src, beam_size=4, batch_size=4 * len(src))  # one batch
     for i, s in enumerate(src):
         assert translate_ids(model, [s], beam_size=1, batch_size=1) == [batched_g[i]]
         assert translate_ids(model, [s], beam_size=4, batch_size=1) == [batched_b[i]]
+
+
+def _recorder(seen: list[int]):
+    return lambda n, **_: seen.append(n)
+
+
+def test_batch_size_counts_decoder_rows(toy):
+    """Greedy batches hold batch_size sentences, beam batches batch_size // beam_size."""
+    model, src, _, _ = toy
+    for beam, sizes in ((1, [6, 6]), (3, [2] * 6), (7, [1] * 12)):
+        seen: list[int] = []
+        translate_ids(model, src[:12], beam_size=beam, batch_size=6, progress=_recorder(seen))
+        assert seen[2:] == sizes  # after progress(0, total=...) and progress(empties)
 
 
 def test_per_sentence_max_len_and_outputs_have_no_specials(toy):
@@ -218,6 +231,7 @@ def test_results_do_not_depend_on_the_sync_interval(toy, monkeypatch, every):
     s, lens = pad(src)
     limits = torch.tensor([3 + i % 7 for i in range(len(src))])
     monkeypatch.setattr(search, "CHECK_EVERY", every)
+    monkeypatch.setattr(search, "CPU_CHECK_EVERY", every)
     assert greedy_decode(model, s, lens, 20) == tgt
     expected = [y[: int(n)] for y, n in zip(tgt, limits, strict=True)]
     assert greedy_decode(model, s, lens, limits) == expected
