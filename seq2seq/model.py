@@ -142,9 +142,9 @@ class Seq2Seq(nn.Module):
                 x = torch.cat([first, x[:, 1:]], dim=1)
             out, (h, c) = self.decoder(x, (h[:, :live].contiguous(), c[:, :live].contiguous()))
             outs.append(F.pad(out, (0, 0, 0, 0, 0, batch - live)) if live < batch else out)
-            if stop < plan.steps and not plan.free[len(outs)]:
-                continue  # a cut inside a teacher-forced run: no prediction needed
-            if stop < plan.steps:  # the next step is free-running: it needs this step's argmax
+            if stop < plan.steps and plan.free[len(outs)]:  # the next segment starts
+                # free-running: it needs this step's argmax (a cut inside a teacher-forced run,
+                # or the last segment, needs none)
                 logits = self.out(self.dropout(out[:, -1]))  # (live, V)
                 end_logits.append(logits)
                 pred = logits.argmax(-1)  # stays on the device; argmax has no gradient
