@@ -158,7 +158,7 @@ def measure(model: Seq2Seq, src: list[list[int]], batch_size: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--train-seconds", type=float, default=90.0)
-    p.add_argument("--batch-size", type=int, default=1000, help="sentences per batch (all)")
+    p.add_argument("--batch-size", type=int, default=1000, help="decoder rows per batch")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: see the docstring)")
     p.add_argument("--data", type=Path, default=DATA)
     args = p.parse_args()

@@ -175,7 +175,9 @@ def translate(
         Path | None, typer.Option("--file", "-f", help="Translate each line of this file.")
     ] = None,
     beam_size: Annotated[int, typer.Option(min=1, help="1 means greedy.")] = 5,
-    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Decoder rows per batch: sentences x beam size.")
+    ] = 256,
 ) -> None:
     """Translate sentences with a checkpoint (its own cleaning, tokenisation and reversal)."""
     from pipeline.stages import translate as stage

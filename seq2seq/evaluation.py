@@ -23,7 +23,7 @@ class DecodeSpec:
     """How to decode: beam_size 1 is greedy."""
 
     beam_size: int = 1
-    batch_size: int = 256
+    batch_size: int = 256  # decoder rows per batch: sentences x beam_size (translate_ids)
     max_len_ratio: float = 2.0
     length_penalty: float = 1.0
 

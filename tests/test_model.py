@@ -52,6 +52,21 @@ def _grads(model: Seq2Seq) -> list[torch.Tensor]:
     return [p.grad.clone() for p in model.parameters()]
 
 
+def _assert_fast_equals_step_by_step(model: Seq2Seq, b, mask: torch.Tensor) -> int:
+    """The fast forward's loss and gradients equal reference_loss's; returns its token count."""
+    model.zero_grad()
+    ref = reference_loss(model, b, mask)
+    ref.backward()
+    ref_grads = _grads(model)
+    model.zero_grad()
+    loss, n = model(b.src, b.src_lens, b.tgt, b.tgt_lens, mask)
+    loss.backward()
+    torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-10)
+    for got, want in zip(_grads(model), ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
+    return n
+
+
 MASKS = ["all_true", "all_false", "random1", "random2", "random3"]
 
 
@@ -65,18 +80,8 @@ def test_fast_forward_equals_step_by_step_loss_and_gradients(kind: str) -> None:
         mask = torch.zeros(steps, dtype=torch.bool)
     else:
         mask = torch.rand(steps, generator=torch.Generator().manual_seed(MASKS.index(kind))) < 0.5
-    model = _model(seed=1)
-    model.zero_grad()
-    ref = reference_loss(model, b, mask)
-    ref.backward()
-    ref_grads = _grads(model)
-    model.zero_grad()
-    loss, n = model(b.src, b.src_lens, b.tgt, b.tgt_lens, mask)
-    loss.backward()
+    n = _assert_fast_equals_step_by_step(_model(seed=1), b, mask)
     assert n == int((b.tgt != PAD).sum()) - len(b)  # predicted tokens incl. <eos>
-    torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-10)
-    for got, want in zip(_grads(model), ref_grads, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize("ratio", [1.0, 0.7, 0.0])
@@ -97,17 +102,7 @@ def test_fast_forward_equals_step_by_step_on_mixed_lengths(ratio: float) -> None
     assert plan.order is not None and min(plan.live) < n  # the shortcuts are really taken
     if ratio == 1.0:
         assert len(plan.segments) > 1 and not any(plan.free)  # cuts only
-    model = _model(seed=6)
-    model.zero_grad()
-    ref = reference_loss(model, b, mask)
-    ref.backward()
-    ref_grads = _grads(model)
-    model.zero_grad()
-    loss, _ = model(b.src, b.src_lens, b.tgt, b.tgt_lens, mask)
-    loss.backward()
-    torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-10)
-    for got, want in zip(_grads(model), ref_grads, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
+    _assert_fast_equals_step_by_step(_model(seed=6), b, mask)
 
 
 def test_free_running_really_feeds_predictions_back() -> None:
