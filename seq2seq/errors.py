@@ -17,3 +17,7 @@ class DataError(Exception):
 
 class CheckpointError(DataError):
     """A checkpoint that is missing, corrupt, tampered with or incompatible."""
+
+
+class PrecisionError(DataError):
+    """A reduced-precision mode (bf16) asked for on hardware whose kernels cannot run it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -60,3 +61,18 @@ def test_typer_runner_reports_user_errors_the_same_way(tmp_path):
     res = _run([*typer_run, *args], cwd=tmp_path)
     assert res.returncode == 2
     assert "data.reverse_source" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "tune"])
+def test_bf16_on_without_bf16_kernels_is_refused_before_any_work(tmp_path, command):
+    """On a CPU without bf16 LSTM kernels (oneDNN capped at AVX2 stands in for one), `on` is
+    one clear line and exit 2, before Ray starts or MLflow is touched."""
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    args = [*pipeline_cmd(), command, "--params", str(ROOT / "params.yaml"),
+            "--set", "train.bf16=on", "--set", "train.use_gpu=off"]  # fmt: skip
+    res = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    assert "bf16 autocast cannot train the LSTM" in lines[0] and "train.bf16" in lines[0]
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray_results").exists()

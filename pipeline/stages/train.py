@@ -43,6 +43,23 @@ def check_prepared(cfg: Config) -> Path:
     return folder
 
 
+def check_bf16(cfg: Config) -> None:
+    """Refuse `train.bf16: on` before any work when this machine's CPU workers cannot run it
+    (a real probe, `seq2seq.training.bf16_problem`). Checked where the workers are known to be
+    this machine's CPUs (a local cluster, no GPU); on other workers the same check runs there."""
+    import os
+
+    if cfg.train.bf16 != "on" or cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+        return
+    import torch
+
+    if cfg.train.use_gpu == "on" or (cfg.train.use_gpu == "auto" and torch.cuda.is_available()):
+        return
+    from seq2seq.training import autocast_enabled
+
+    autocast_enabled("on", torch.device("cpu"))  # PrecisionError (one line, exit 2) if not
+
+
 def run_key(cfg: Config, prepared: Path, prefix: str = "train", extra: Any = None) -> str:
     """Deterministic run name: same config + same data -> same name (-> resume)."""
     h = hashlib.sha256()
@@ -146,6 +163,7 @@ def _fit_streaming(trainer: Any, q: Any, on_report: Callable[[dict], None]) -> A
 def run(cfg: Config, verbose: bool = False, fresh: bool = False) -> dict[str, Any]:
     """Train once with `train.num_workers` DDP workers; returns the last epoch's metrics."""
     raycluster.prepare_env(cfg, verbose)  # before ray is imported
+    check_bf16(cfg)  # before any work: a bf16 mode the CPU cannot run
     prepared = check_prepared(cfg)
     client = tracking.client_for(cfg)  # schema initialised before any Ray process starts
     exp_id = tracking.ensure_experiment(client, tracking.experiment_name(cfg))

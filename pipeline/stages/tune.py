@@ -21,7 +21,14 @@ from typing import Any
 from pipeline import raycluster, tracking
 from pipeline.config import Config
 from pipeline.errors import UserError
-from pipeline.stages.train import build_trainer, check_prepared, epoch_line, info, run_key
+from pipeline.stages.train import (
+    build_trainer,
+    check_bf16,
+    check_prepared,
+    epoch_line,
+    info,
+    run_key,
+)
 
 
 def search_space(cfg: Config) -> dict[str, Any]:
@@ -181,6 +188,7 @@ def run(cfg: Config, resume: bool = False, verbose: bool = False) -> dict[str, A
     raycluster.prepare_env(cfg, verbose)  # before ray is imported
     from ray import tune
 
+    check_bf16(cfg)  # before any work: a bf16 mode the CPU cannot run
     prepared = check_prepared(cfg)
     client = tracking.client_for(cfg)  # schema initialised before any Ray process
     exp_id = tracking.ensure_experiment(client, tracking.experiment_name(cfg))
