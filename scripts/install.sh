@@ -54,4 +54,4 @@ fi
 .venv/bin/dvc config --local core.analytics false >/dev/null 2>&1 || true
 
 echo "==> done: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")')"
-echo "    run the pipeline with:  source .venv/bin/activate && dvc repro"
+echo "    run the pipeline with:  make run   (or .venv/bin/dvc repro; no activation needed)"
