@@ -29,13 +29,16 @@ def quickstart_lines() -> list[str]:
     return [ln for ln in lines if ln]
 
 
+def _is_venv_bin(folder: Path) -> bool:
+    return (folder / "activate").exists() and (folder / "python").exists()
+
+
 def _bare_env() -> dict[str, str]:
     """The environment of a new shell: no virtualenv on PATH, none active."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("VIRTUAL_ENV", "CONDA_PREFIX", "RAY_ADDRESS", "MLFLOW_TRACKING_URI",
                         "SEQ2SEQ_DATA_MIRROR", "SEQ2SEQ_PYTHON", "PYTHONPATH")}  # fmt: skip
-    path = [p for p in env.get("PATH", "").split(os.pathsep)
-            if p and not ((Path(p) / "activate").exists() and (Path(p) / "python").exists())]  # fmt: skip
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if p and not _is_venv_bin(Path(p))]
     env["PATH"] = os.pathsep.join(path)
     return env
 
