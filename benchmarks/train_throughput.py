@@ -33,6 +33,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -44,7 +45,7 @@ from seq2seq.model import Seq2Seq  # noqa: E402
 from seq2seq.training import (  # noqa: E402
     autocast_enabled,
     bf16_problem,
-    evaluate_loss,
+    fit,
     make_generator,
     train_epoch,
 )
@@ -101,11 +102,13 @@ def ours(train: ParallelCorpus, val, v_src, v_tgt, args, bf16: bool, steps: int 
     )
     gen = make_generator(args.seed)
     kw = dict(teacher_forcing=0.5, clip_norm=1.0, generator=gen, autocast=bf16)
-    if steps is None:
-        stats = train_epoch(model, opt, batches, **kw)
-        val_batches = iterate_batches(val, args.batch, shuffle=False, seed=0, epoch=0)
-        val = evaluate_loss(model, val_batches, autocast=bf16)
-        return {"tok_per_s": stats.tokens_per_s, "seconds": stats.seconds, "val_loss": val.loss}
+    if steps is None:  # one whole epoch through the library's epoch loop
+        spec = SimpleNamespace(epochs=1, batch_size=args.batch, bucket_pool=args.pool,
+                               clip_norm=1.0, teacher_forcing=0.5, seed=args.seed,
+                               optimizer="adam", lr=1e-3, lr_halving_start=None)  # fmt: skip
+        (r,) = fit(model, opt, train, val, spec, autocast=bf16, eval_batch_size=args.batch)
+        return {"tok_per_s": r.train.tokens_per_s, "seconds": r.train.seconds,
+                "val_loss": r.valid.loss}  # fmt: skip
     it = iter(batches)
     train_epoch(model, opt, itertools.islice(it, 2), **kw)  # warm-up
     stats = train_epoch(model, opt, itertools.islice(it, steps), **kw)

@@ -3,9 +3,9 @@
 Every rank trains on its share of each global batch (DDP syncs the gradients); rank 0 alone
 computes the validation loss, perplexity and greedy BLEU while the others wait at the
 `ray.train.report` barrier, and rank 0 alone writes the checkpoint (model unwrapped from DDP,
-optimizer, epoch, RNG state, config, vocabularies). A restarted worker group resumes from
-`ray.train.get_checkpoint()` at the next epoch. Randomness is reseeded per (seed, rank, epoch),
-so a resumed run draws the same batches, dropout masks and teacher-forcing coins as an
+optimizer, epoch, config, vocabularies). A restarted worker group resumes from
+`ray.train.get_checkpoint()` at the next epoch; `fit`'s seeding rule (per seed, epoch, rank)
+makes a resumed run draw the same batches, dropout masks and teacher-forcing coins as an
 uninterrupted one.
 
 Test-only fault hook: with env `SEQ2SEQ_FAULT_AT_EPOCH=N` and `SEQ2SEQ_FAULT_MARKER=<file>` in
@@ -56,15 +56,6 @@ def _maybe_fault(fault: tuple[int, str] | None, epoch: int, rank: int, world: in
     raise InjectedFault(f"injected fault at epoch {epoch} (rank {rank})")
 
 
-def _seed(cfg: Config, rank: int, epoch: int) -> torch.Generator:
-    """Per (seed, rank, epoch) randomness: dropout masks (global RNG) and the teacher-forcing
-    generator, so an epoch replays identically after a restart."""
-    from seq2seq.training import make_generator
-
-    torch.manual_seed(cfg.train.seed * 1_000_003 + epoch * 1009 + rank + 17)
-    return make_generator(cfg.train.seed, epoch, rank)
-
-
 def _global_stats(loss: float, tokens: int, seconds: float) -> tuple[float, float]:
     """(train loss per token over all ranks, tokens/s summed over ranks = all tokens / the
     slowest rank's time); the local values when not distributed."""
@@ -80,29 +71,19 @@ def _global_stats(loss: float, tokens: int, seconds: float) -> tuple[float, floa
     return loss, tokens / max(seconds, 1e-9)
 
 
-def validate(
-    model: torch.nn.Module,
-    valid: Any,
-    valid_src: list[list[int]],
-    valid_refs: list[str],
-    tgt_vocab: Any,
-    cfg: Config,
-    device: torch.device,
-    autocast: bool,
-) -> dict[str, float]:
-    """Teacher-forced loss/perplexity and greedy BLEU on the valid split (unwrapped model)."""
-    from seq2seq.batching import iterate_batches
+def val_bleu(
+    model: torch.nn.Module, valid_frame: pl.DataFrame, tgt_vocab: Any, cfg: Config, device: Any
+) -> float:
+    """Greedy BLEU on the valid split (unwrapped model, rank 0)."""
     from seq2seq.evaluation import DecodeSpec, bleu_of
-    from seq2seq.training import evaluate_loss
 
     ev = cfg.evaluate
-    batches = iterate_batches(valid, ev.batch_size, shuffle=False, seed=0, epoch=0, device=device)
-    loss = evaluate_loss(model, batches, autocast=autocast)
     spec = DecodeSpec(beam_size=1, batch_size=ev.batch_size, max_len_ratio=ev.max_len_ratio)
+    src, refs = valid_frame["src_ids"].to_list(), valid_frame["tgt"].to_list()
     bleu, _ = bleu_of(
-        model, valid_src, valid_refs, tgt_vocab, spec, lowercase=cfg.data.lowercase, device=device
+        model, src, refs, tgt_vocab, spec, lowercase=cfg.data.lowercase, device=device
     )
-    return {"val_loss": loss.loss, "val_ppl": loss.ppl, "val_bleu": bleu.score}
+    return bleu.score
 
 
 def _restore(model: torch.nn.Module, optimizer: Any) -> int:
@@ -134,78 +115,57 @@ def _report(metrics: dict[str, Any], rank: int, save: Any = None) -> None:
 
 
 def train_loop_per_worker(config: Mapping[str, Any]) -> None:
-    """Ray Train entry point: config from `loop_config`."""
+    """Ray Train entry point (config from `loop_config`): `seq2seq.training.fit` on this rank's
+    share, resumed from Ray's latest checkpoint; every rank reports each epoch, rank 0 with the
+    validation metrics and the checkpoint."""
     import ray.train
     import ray.train.torch
 
-    from seq2seq.batching import ParallelCorpus, iterate_batches
+    from seq2seq.batching import ParallelCorpus
     from seq2seq.checkpoint import save_checkpoint
     from seq2seq.model import Seq2Seq
-    from seq2seq.training import (
-        autocast_enabled,
-        lr_for_epoch,
-        make_optimizer,
-        set_lr,
-        train_epoch,
-    )  # fmt: skip
+    from seq2seq.training import EpochReport, autocast_enabled, fit, make_optimizer
     from seq2seq.vocab import Vocab
 
-    cfg = Config.model_validate(config["cfg"])
-    prepared = Path(config["prepared"])
+    cfg, prepared = Config.model_validate(config["cfg"]), Path(config["prepared"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(cfg.train.threads_per_worker)
-    src_vocab = Vocab.load(prepared / "vocab.src.json")
-    tgt_vocab = Vocab.load(prepared / "vocab.tgt.json")
+    src_vocab, tgt_vocab = (Vocab.load(prepared / f"vocab.{s}.json") for s in ("src", "tgt"))
     train = ParallelCorpus.from_parquet(prepared / "train.parquet")
-    if rank == 0:  # only rank 0 validates
-        valid = ParallelCorpus.from_parquet(prepared / "valid.parquet")
-        valid_frame = pl.read_parquet(prepared / "valid.parquet", columns=["src_ids", "tgt"])
-
+    valid = ParallelCorpus.from_parquet(prepared / "valid.parquet") if rank == 0 else None
+    frame = pl.read_parquet(prepared / "valid.parquet", columns=["src_ids", "tgt"])
     torch.manual_seed(cfg.train.seed)  # identical init on every rank (DDP also broadcasts)
     model = Seq2Seq.from_config(cfg.model, len(src_vocab), len(tgt_vocab)).to(device)
     optimizer = make_optimizer(model, cfg.train)
     start = _restore(model, optimizer)
-    ddp_model = ray.train.torch.prepare_model(model)  # moves to device, wraps in DDP if world>1
     autocast = autocast_enabled(cfg.train.bf16, device)
-    for epoch in range(start, cfg.train.epochs + 1):
-        _maybe_fault(config.get("fault"), epoch, rank, world)
-        generator = _seed(cfg, rank, epoch)
-        set_lr(optimizer, lr_for_epoch(cfg.train, epoch))
-        batches = iterate_batches(
-            train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, epoch=epoch,
-            rank=rank, world_size=world, pool_batches=cfg.train.bucket_pool, device=device,
-        )  # fmt: skip
-        t0 = time.perf_counter()
-        stats = train_epoch(
-            ddp_model, optimizer, batches, teacher_forcing=cfg.train.teacher_forcing,
-            clip_norm=cfg.train.clip_norm, generator=generator, autocast=autocast,
-        )  # fmt: skip
-        train_loss, tokens_per_s = _global_stats(stats.loss, stats.tokens, stats.seconds)
-        metrics: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "tokens_per_s": tokens_per_s,
-            "world_size": world,
-        }
-        if rank != 0:
-            _report(metrics, rank)
-            continue
-        metrics.update(
-            validate(
-                model, valid, valid_frame["src_ids"].to_list(), valid_frame["tgt"].to_list(),
-                tgt_vocab, cfg, device, autocast,
-            )
-        )  # fmt: skip
-        metrics["epoch_seconds"] = time.perf_counter() - t0
 
-        def save(path: Path, epoch=epoch, metrics=metrics, generator=generator) -> None:
+    def on_epoch(r: EpochReport) -> None:
+        train_loss, tokens_per_s = _global_stats(r.train.loss, r.train.tokens, r.train.seconds)
+        metrics: dict[str, Any] = {"epoch": r.epoch, "train_loss": train_loss,
+                                   "tokens_per_s": tokens_per_s, "world_size": world}  # fmt: skip
+        if rank != 0 or r.valid is None:
+            return _report(metrics, rank)
+        t0 = time.perf_counter()
+        metrics.update(val_loss=r.valid.loss, val_ppl=r.valid.ppl,
+                       val_bleu=val_bleu(model, frame, tgt_vocab, cfg, device))  # fmt: skip
+        metrics["epoch_seconds"] = r.seconds + time.perf_counter() - t0
+
+        def save(path: Path) -> None:
             save_checkpoint(
-                path, model=model, optimizer=optimizer, epoch=epoch, config=cfg.model_dump(),
+                path, model=model, optimizer=optimizer, epoch=r.epoch, config=cfg.model_dump(),
                 src_vocab=src_vocab, tgt_vocab=tgt_vocab, metrics=dict(metrics),
-                rng_state={"torch": torch.get_rng_state(), "generator": generator.get_state()},
             )  # fmt: skip
 
         _report(metrics, rank, save)
+
+    fit(
+        model, optimizer, train, valid, cfg.train, start_epoch=start, rank=rank,
+        world_size=world, device=device, autocast=autocast,
+        train_model=ray.train.torch.prepare_model(model),  # DDP when world > 1
+        eval_batch_size=cfg.evaluate.batch_size, on_epoch=on_epoch,
+        before_epoch=lambda epoch: _maybe_fault(config.get("fault"), epoch, rank, world),
+    )  # fmt: skip

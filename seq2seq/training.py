@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from seq2seq.batching import Batch
+from seq2seq.batching import Batch, ParallelCorpus, iterate_batches
 from seq2seq.errors import PrecisionError
 from seq2seq.metrics import perplexity
 
@@ -31,6 +31,17 @@ class OptimSpec(Protocol):
     lr_halving_start: int | None
 
 
+class FitSpec(OptimSpec, Protocol):
+    """What `fit` needs from a config section (pipeline's `cfg.train` satisfies it)."""
+
+    epochs: int
+    batch_size: int  # sentence pairs per global batch (split across ranks)
+    bucket_pool: int
+    clip_norm: float
+    teacher_forcing: float
+    seed: int
+
+
 @dataclass(frozen=True)
 class LossStats:
     loss: float  # mean cross-entropy per target token (nats)
@@ -43,6 +54,16 @@ class EpochStats(LossStats):
     seconds: float
     tokens_per_s: float
     batches: int
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What `fit` hands `on_epoch` after each epoch."""
+
+    epoch: int
+    train: EpochStats  # this rank's share
+    valid: LossStats | None  # teacher-forced loss on the valid split (None: not validated here)
+    seconds: float  # training + validation
 
 
 BF16_MODES = ("auto", "on", "off")
@@ -137,7 +158,19 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 def make_generator(seed: int, epoch: int = 0, rank: int = 0) -> torch.Generator:
     """A CPU generator for the teacher-forcing coins of one (seed, epoch, rank): resumable."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1009 + rank)
+    return torch.Generator().manual_seed(_epoch_seed(seed, epoch, rank))
+
+
+def seed_epoch(seed: int, epoch: int, rank: int = 0) -> torch.Generator:
+    """The one seeding rule of an epoch: the global RNG (dropout masks) and the returned
+    teacher-forcing generator both derive from (seed, epoch, rank), so an epoch replays
+    identically after a restart from the previous epoch's checkpoint."""
+    torch.manual_seed(_epoch_seed(seed, epoch, rank) + 17)
+    return make_generator(seed, epoch, rank)
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return seed * 1_000_003 + epoch * 1009 + rank
 
 
 def draw_teacher_forcing(ratio: float, steps: int, generator: torch.Generator) -> Tensor:
@@ -225,3 +258,58 @@ def evaluate_loss(model: nn.Module, batches: Iterable[Batch], *, autocast: bool)
         model.train(was_training)
     loss = total.item() / max(tokens, 1)
     return LossStats(loss, perplexity(loss), tokens)
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: ParallelCorpus,
+    valid: ParallelCorpus | None,
+    spec: FitSpec,
+    *,
+    start_epoch: int = 1,
+    rank: int = 0,
+    world_size: int = 1,
+    device: torch.device | str | None = None,
+    autocast: bool = False,
+    train_model: nn.Module | None = None,
+    eval_batch_size: int = 256,
+    before_epoch: Callable[[int], None] | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    progress: Progress | None = None,
+) -> list[EpochReport]:
+    """The epoch loop: epochs `start_epoch`..`spec.epochs` of this rank's share of `train`.
+
+    Per epoch: the seeding rule (`seed_epoch`), the lr of the epoch (`lr_for_epoch`), bucketed
+    batches sharded by (rank, world_size), one `train_epoch` of `train_model` (e.g. the DDP
+    wrapper; default `model`), then the teacher-forced loss of `model` on `valid` when given,
+    and `on_epoch(report)`. `before_epoch(epoch)` runs first (e.g. a fault-injection hook).
+    Restarting at `start_epoch` = k + 1 with the model and optimizer of epoch k reproduces an
+    uninterrupted run. Returns the reports.
+    """
+    reports = []
+    for epoch in range(start_epoch, spec.epochs + 1):
+        if before_epoch is not None:
+            before_epoch(epoch)
+        start = time.perf_counter()
+        generator = seed_epoch(spec.seed, epoch, rank)
+        set_lr(optimizer, lr_for_epoch(spec, epoch))
+        batches = iterate_batches(
+            train, spec.batch_size, shuffle=True, seed=spec.seed, epoch=epoch, rank=rank,
+            world_size=world_size, pool_batches=spec.bucket_pool, device=device,
+        )  # fmt: skip
+        stats = train_epoch(
+            train_model or model, optimizer, batches, teacher_forcing=spec.teacher_forcing,
+            clip_norm=spec.clip_norm, generator=generator, autocast=autocast, progress=progress,
+        )  # fmt: skip
+        val = None
+        if valid is not None:
+            val_batches = iterate_batches(
+                valid, eval_batch_size, shuffle=False, seed=0, epoch=0, device=device
+            )
+            val = evaluate_loss(model, val_batches, autocast=autocast)
+        report = EpochReport(epoch, stats, val, time.perf_counter() - start)
+        reports.append(report)
+        if on_epoch is not None:
+            on_epoch(report)
+    return reports

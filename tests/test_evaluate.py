@@ -13,11 +13,11 @@ from mlflow.tracking import MlflowClient
 from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.stages import download, evaluate, preprocess
-from seq2seq.batching import ParallelCorpus, iterate_batches
+from seq2seq.batching import ParallelCorpus
 from seq2seq.checkpoint import save_checkpoint
 from seq2seq.errors import CheckpointError
 from seq2seq.model import Seq2Seq
-from seq2seq.training import make_generator, make_optimizer, train_epoch
+from seq2seq.training import fit, make_optimizer
 from seq2seq.vocab import Vocab
 
 
@@ -65,12 +65,8 @@ def _build() -> Config:
     model = Seq2Seq.from_config(cfg.model, len(src_vocab), len(tgt_vocab))
     opt = make_optimizer(model, cfg.train)
     train = ParallelCorpus.from_parquet(prepared / "train.parquet")
-    for epoch in range(4):
-        batches = iterate_batches(train, 32, shuffle=True, seed=0, epoch=epoch)
-        train_epoch(
-            model, opt, batches, teacher_forcing=1.0, clip_norm=1.0,
-            generator=make_generator(0), autocast=False,
-        )  # fmt: skip
+    spec = cfg.with_overrides({"train.epochs": 4, "train.batch_size": 32}).train
+    fit(model, opt, train, None, spec)
     best = Path(cfg.paths.models) / "best"
     save_checkpoint(
         best, model=model, optimizer=opt, epoch=1, config=cfg.model_dump(),

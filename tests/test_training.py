@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import subprocess
@@ -19,9 +20,11 @@ from seq2seq.training import (
     bf16_problem,
     draw_teacher_forcing,
     evaluate_loss,
+    fit,
     lr_for_epoch,
     make_generator,
     make_optimizer,
+    seed_epoch,
     set_lr,
     train_epoch,
 )
@@ -194,3 +197,69 @@ def test_bf16_training_step_runs_and_reports_fp32_loss() -> None:
                         generator=make_generator(0), autocast=True)  # fmt: skip
     assert math.isfinite(stats.loss) and 2.0 < stats.loss < 4.0  # ~ln(30) untrained
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_seed_epoch_is_a_function_of_seed_rank_and_epoch() -> None:
+    g1 = seed_epoch(1234, epoch=3, rank=0)
+    a = (torch.rand(4), torch.rand(4, generator=g1))
+    g2 = seed_epoch(1234, epoch=3, rank=0)
+    b = (torch.rand(4), torch.rand(4, generator=g2))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(torch.rand(4, generator=seed_epoch(1234, 3, rank=1)), a[1])
+    assert not torch.equal(torch.rand(4, generator=seed_epoch(1234, 4, rank=0)), a[1])
+
+
+@dataclass
+class FitSpecT(Spec):
+    epochs: int = 3
+    batch_size: int = 10
+    bucket_pool: int = 2
+    clip_norm: float = 1.0
+    teacher_forcing: float = 0.7
+    seed: int = 5
+
+
+def _fit(spec: FitSpecT, start: int = 1, state=None, **kw):
+    torch.manual_seed(0)
+    model = Seq2Seq(30, 30, emb_dim=8, hidden_dim=16, num_layers=2, dropout=0.2)
+    opt = make_optimizer(model, spec)
+    if state is not None:
+        model.load_state_dict(state[0])
+        opt.load_state_dict(state[1])
+    reports = fit(model, opt, _corpus(), _corpus(), spec, start_epoch=start, **kw)
+    return model, opt, reports
+
+
+def test_fit_trains_validates_and_reports_every_epoch() -> None:
+    seen: list[int] = []
+    starts: list[int] = []
+    _, _, reports = _fit(FitSpecT(), on_epoch=lambda r: seen.append(r.epoch),
+                         before_epoch=starts.append)  # fmt: skip
+    assert seen == starts == [1, 2, 3] and [r.epoch for r in reports] == [1, 2, 3]
+    assert all(r.valid is not None and r.seconds >= r.train.seconds for r in reports)
+    assert reports[-1].valid.loss < reports[0].valid.loss  # it learns
+    assert reports[-1].train.loss < reports[0].train.loss
+
+
+def test_fit_resumed_from_an_epoch_equals_an_uninterrupted_run() -> None:
+    """The seeding rule: restart at epoch 3 with epoch 2's weights and optimizer = no restart."""
+    whole, _, full = _fit(FitSpecT())
+    first, opt, _ = _fit(FitSpecT(epochs=2))
+    state = (copy.deepcopy(first.state_dict()), copy.deepcopy(opt.state_dict()))
+    torch.manual_seed(999)  # whatever happened in between
+    resumed, _, rest = _fit(FitSpecT(), start=3, state=state)
+    assert [r.epoch for r in rest] == [3]
+    assert rest[0].train.loss == full[2].train.loss
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items(),
+                                 strict=True):  # fmt: skip
+        assert torch.equal(a, b), name
+
+
+def test_fit_without_valid_and_sharded_by_rank() -> None:
+    torch.manual_seed(0)
+    model = Seq2Seq(30, 30, emb_dim=8, hidden_dim=16, num_layers=1, dropout=0.0)
+    spec = FitSpecT(epochs=1)
+    reports = fit(model, make_optimizer(model, spec), _corpus(), None, spec, rank=1, world_size=2)
+    alone = fit(model, make_optimizer(model, spec), _corpus(), None, spec)
+    assert reports[0].valid is None
+    assert reports[0].train.tokens < alone[0].train.tokens  # half of each global batch

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import torch
 
 from pipeline import trainloop
 from pipeline.config import Config
@@ -107,17 +106,6 @@ def test_fault_hook_fires_once_on_last_rank(
         trainloop._maybe_fault(fault, epoch=2, rank=1, world=2)
     assert marker.exists()
     trainloop._maybe_fault(fault, epoch=2, rank=1, world=2)  # already fired: no raise
-
-
-def test_seed_is_a_function_of_rank_and_epoch() -> None:
-    cfg = Config()
-    g1 = trainloop._seed(cfg, rank=0, epoch=3)
-    a = (torch.rand(4), torch.rand(4, generator=g1))
-    g2 = trainloop._seed(cfg, rank=0, epoch=3)
-    b = (torch.rand(4), torch.rand(4, generator=g2))
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    g3 = trainloop._seed(cfg, rank=1, epoch=3)
-    assert not torch.equal(torch.rand(4, generator=g3), a[1])
 
 
 def test_global_stats_single_process() -> None:
