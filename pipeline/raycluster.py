@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from pipeline.config import Config
 from pipeline.tracking import project_root
@@ -33,7 +32,6 @@ class Cluster:
     cpus: float
     gpus: float
     trial_driver_slots: float  # 0 when the cluster has no `trial_driver` resource
-    local: bool
 
 
 def job_env(cfg: Config, verbose: bool) -> dict[str, str]:
@@ -95,7 +93,6 @@ def init(cfg: Config, *, verbose: bool = False, trial_drivers: int = 0) -> Clust
         cpus=res.get("CPU", 0.0),
         gpus=res.get("GPU", 0.0),
         trial_driver_slots=res.get(TRIAL_DRIVER, 0.0),
-        local=not address,
     )
 
 
@@ -126,9 +123,3 @@ def shutdown() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
-
-
-def absolute(path: str) -> str:
-    """A config path made absolute against the project root (for the workers)."""
-    p = Path(path)
-    return str(p if p.is_absolute() else (Path.cwd() / p).resolve())

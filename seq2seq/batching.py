@@ -120,7 +120,8 @@ class ParallelCorpus:
         if len(empty):
             raise DataError(
                 f"{where}: {len(empty)} pairs have an empty source (first row {empty[0]})",
-                "drop empty pairs in the clean stage (data.min_len >= 1)",
+                "rebuild the data with the data stages (`dvc repro reverse`): the clean "
+                "stage drops empty pairs",
             )
 
     def collate(self, idx: np.ndarray) -> Batch:

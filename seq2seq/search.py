@@ -209,7 +209,7 @@ class _BeamState:
 
 def translate_ids(
     model: Any,
-    sequences: Sequence[Sequence[int]] | Any,
+    sequences: Sequence[Sequence[int]],
     *,
     beam_size: int = 1,
     batch_size: int = 64,
@@ -226,9 +226,8 @@ def translate_ids(
     60 sentences/s; 50 to 256 a batch: 130-155). Each sentence gets up to
     `max_len_ratio * len + 10` tokens; the results come back in input order. An empty source
     gives [] without touching the model.
-    `sequences` may also be a corpus object with a `src` attribute (a list of id lists).
     """
-    seqs = [list(s) for s in getattr(sequences, "src", sequences)]
+    seqs = [list(s) for s in sequences]
     device = torch.device(device)
     results: list[list[int]] = [[] for _ in seqs]
     order = sorted((i for i, s in enumerate(seqs) if s), key=lambda i: -len(seqs[i]))

@@ -145,12 +145,33 @@ def test_per_sentence_max_len_and_outputs_have_no_specials(toy):
             assert not {SOS, EOS, PAD} & set(y)
 
 
-def test_length_penalty_changes_scores_not_shapes(toy):
-    model, src, _, _ = toy
-    s, lens = pad(src)
-    for alpha in (0.0, 0.5, 2.0):
-        out = beam_search(model, s, lens, beam_size=5, max_len=30, length_penalty=alpha)
-        assert len(out) == len(src)
+class _Chain(torch.nn.Module):
+    """A decoder whose next-token distribution depends only on the previous token:
+    after <sos>: <eos> .5, A .5; after A: B .7, <eos> .3; after B: <eos> .9, A .1.
+    Raw log-probability prefers [] (.5) to [A, B] (.315); per token (alpha 1) [A, B] wins:
+    log(.315) / 3 = -0.385 > log(.5) / 1 = -0.693."""
+
+    A, B, V = 4, 5, 6
+
+    def encode(self, src, lens):
+        z = torch.zeros(1, src.size(0), 1)
+        return z, z.clone()
+
+    def decode_step(self, y, state):
+        probs = torch.full((y.numel(), self.V), 1e-9)
+        table = {SOS: {EOS: 0.5, self.A: 0.5}, self.A: {self.B: 0.7, EOS: 0.3},
+                 self.B: {EOS: 0.9, self.A: 0.1}}  # fmt: skip
+        for i, prev in enumerate(y.tolist()):
+            for tok, p in table.get(prev, {EOS: 1.0}).items():
+                probs[i, tok] = p
+        return probs.log(), state
+
+
+@pytest.mark.parametrize(("alpha", "best"), [(0.0, []), (1.0, [4, 5]), (2.0, [4, 5])])
+def test_length_penalty_decides_between_short_and_long_hypotheses(alpha, best):
+    src, lens = pad([[7, 7], [8]])
+    out = beam_search(_Chain(), src, lens, beam_size=2, max_len=6, length_penalty=alpha)
+    assert out == [best, best]
 
 
 def test_empty_sources_skip_the_model_and_keep_order(toy):
@@ -169,16 +190,6 @@ def test_empty_sources_skip_the_model_and_keep_order(toy):
             raise AssertionError("model touched")
 
     assert translate_ids(Exploding(), [[], []], beam_size=3) == [[], []]
-
-
-def test_corpus_like_object_with_src_attribute(toy):
-    model, src, tgt, _ = toy
-
-    class Corpus:
-        def __init__(self, src):
-            self.src = src
-
-    assert translate_ids(model, Corpus(src[:3]), beam_size=1) == tgt[:3]
 
 
 def test_bad_beam_size(toy):
