@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import pipeline_cmd
+from conftest import make_prepared, pipeline_cmd, tiny_params
 from mlflow.tracking import MlflowClient
-from test_trainloop import make_prepared, tiny_params
 
 from pipeline import raycluster
 from pipeline.config import Config
