@@ -22,13 +22,7 @@ processes. `--batch-size` counts decoder rows (default 1,000: the whole test set
 batch, whose finished rows leave at every step on the CPU; beam 5 then decodes 200 sentences a
 batch).
 
-Measured on a quiet 2-core machine (the model trains for 90 s, so it differs run to run):
-- --threads 1: batched 959 / 789 sent/s, single 38.2 / 34.2, ratio 25.2 / 23.1, beam 5
-  60 (one 1,000-sentence batch, before beam batches were divided by the beam) / 114 sent/s,
-  same_as_single 1.0.
-- --threads 2: batched 1,293 sent/s, single 44.2, ratio 29.3.
-- Before finished rows left at every step (checks every 8 steps, batches of 256): ratio 18.9
-  (1 thread) and 20.0 (2 threads).
+Last measured figures: benchmarks/README.md.
 
 Prints one JSON line.
 """

@@ -9,10 +9,8 @@ trained and the teacher-forced validation loss reported.
 
 Batches are length-sorted within pools of `--pool` random batches (seq2seq.batching). In this
 setup strict bucketing learns much less per epoch than the reference's random batches, so the
-default pool is 3. Measured, one epoch each, fp32, 2 threads (reference: 4.31 val loss):
-
-    pool   1: 1,531 tok/s, val loss 4.06     pool 3: 1,895 tok/s, 4.25
-    pool  50: 1,878-2,031 tok/s, 4.46-4.54   (reference 726 tok/s in the same hour)
+default pool is 3 (measured figures: benchmarks/README.md). bf16 rounds run only where bf16
+kernels do (a probe); elsewhere the JSON line says why they were skipped.
 
     python benchmarks/train_throughput.py --quick             # timed steps only
     python benchmarks/train_throughput.py                     # + one epoch each (about 25 min)

@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,58 +115,101 @@ def _report(metrics: dict[str, Any], rank: int, save: Any = None) -> None:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def train_loop_per_worker(config: Mapping[str, Any]) -> None:
-    """Ray Train entry point (config from `loop_config`): `seq2seq.training.fit` on this rank's
-    share, resumed from Ray's latest checkpoint; every rank reports each epoch, rank 0 with the
-    validation metrics and the checkpoint."""
+@dataclass
+class _Worker:
+    """One rank's training state, built from the `loop_config` dict."""
+
+    cfg: Config
+    prepared: Path
+    rank: int
+    world: int
+    device: torch.device
+    src_vocab: Any
+    tgt_vocab: Any
+    model: torch.nn.Module
+    optimizer: Any
+
+
+def _worker(config: Mapping[str, Any]) -> _Worker:
     import ray.train
     import ray.train.torch
 
-    from seq2seq.batching import ParallelCorpus
-    from seq2seq.checkpoint import save_checkpoint
     from seq2seq.model import Seq2Seq
-    from seq2seq.training import EpochReport, autocast_enabled, fit, make_optimizer
+    from seq2seq.training import make_optimizer
     from seq2seq.vocab import Vocab
 
     cfg, prepared = Config.model_validate(config["cfg"]), Path(config["prepared"])
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(cfg.train.threads_per_worker)
     src_vocab, tgt_vocab = (Vocab.load(prepared / f"vocab.{s}.json") for s in ("src", "tgt"))
-    train = ParallelCorpus.from_parquet(prepared / "train.parquet")
-    valid = ParallelCorpus.from_parquet(prepared / "valid.parquet") if rank == 0 else None
-    frame = pl.read_parquet(prepared / "valid.parquet", columns=["src_ids", "tgt"])
     torch.manual_seed(cfg.train.seed)  # identical init on every rank (DDP also broadcasts)
     model = Seq2Seq.from_config(cfg.model, len(src_vocab), len(tgt_vocab)).to(device)
     optimizer = make_optimizer(model, cfg.train)
-    start = _restore(model, optimizer)
-    autocast = autocast_enabled(cfg.train.bf16, device)
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    return _Worker(cfg, prepared, rank, world, device, src_vocab, tgt_vocab, model, optimizer)
 
-    def on_epoch(r: EpochReport) -> None:
-        train_loss, tokens_per_s = _global_stats(r.train.loss, r.train.tokens, r.train.seconds)
-        metrics: dict[str, Any] = {"epoch": r.epoch, "train_loss": train_loss,
-                                   "tokens_per_s": tokens_per_s, "world_size": world}  # fmt: skip
-        if rank != 0 or r.valid is None:
-            return _report(metrics, rank)
+
+def _reporter(w: _Worker) -> Callable[[Any], None]:
+    """`fit`'s on_epoch: global train metrics on every rank; on rank 0 also the validation
+    metrics (greedy BLEU added to fit's loss) and the epoch's checkpoint."""
+    from seq2seq.checkpoint import save_checkpoint
+
+    frame = pl.read_parquet(w.prepared / "valid.parquet", columns=["src_ids", "tgt"])
+
+    def on_epoch(r: Any) -> None:
+        loss, tokens_per_s = _global_stats(r.train.loss, r.train.tokens, r.train.seconds)
+        metrics = {"epoch": r.epoch, "train_loss": loss, "tokens_per_s": tokens_per_s}
+        metrics["world_size"] = w.world
+        if w.rank != 0 or r.valid is None:
+            return _report(metrics, w.rank)
         t0 = time.perf_counter()
-        metrics.update(val_loss=r.valid.loss, val_ppl=r.valid.ppl,
-                       val_bleu=val_bleu(model, frame, tgt_vocab, cfg, device))  # fmt: skip
+        bleu = val_bleu(w.model, frame, w.tgt_vocab, w.cfg, w.device)
+        metrics.update(val_loss=r.valid.loss, val_ppl=r.valid.ppl, val_bleu=bleu)
         metrics["epoch_seconds"] = r.seconds + time.perf_counter() - t0
 
         def save(path: Path) -> None:
             save_checkpoint(
-                path, model=model, optimizer=optimizer, epoch=r.epoch, config=cfg.model_dump(),
-                src_vocab=src_vocab, tgt_vocab=tgt_vocab, metrics=dict(metrics),
-            )  # fmt: skip
+                path,
+                model=w.model,
+                optimizer=w.optimizer,
+                epoch=r.epoch,
+                config=w.cfg.model_dump(),
+                src_vocab=w.src_vocab,
+                tgt_vocab=w.tgt_vocab,
+                metrics=dict(metrics),
+            )
 
-        _report(metrics, rank, save)
+        _report(metrics, w.rank, save)
 
+    return on_epoch
+
+
+def train_loop_per_worker(config: Mapping[str, Any]) -> None:
+    """Ray Train entry point (config from `loop_config`): `seq2seq.training.fit` on this rank's
+    share, resumed from Ray's latest checkpoint; every rank reports each epoch, rank 0 with the
+    validation metrics and the checkpoint."""
+    import ray.train.torch
+
+    from seq2seq.batching import ParallelCorpus
+    from seq2seq.training import autocast_enabled, fit
+
+    w = _worker(config)
+    valid = ParallelCorpus.from_parquet(w.prepared / "valid.parquet") if w.rank == 0 else None
     fit(
-        model, optimizer, train, valid, cfg.train, start_epoch=start, rank=rank,
-        world_size=world, device=device, autocast=autocast,
-        train_model=ray.train.torch.prepare_model(model),  # DDP when world > 1
-        eval_batch_size=cfg.evaluate.batch_size, on_epoch=on_epoch,
-        before_epoch=lambda epoch: _maybe_fault(config.get("fault"), epoch, rank, world),
-    )  # fmt: skip
+        w.model,
+        w.optimizer,
+        ParallelCorpus.from_parquet(w.prepared / "train.parquet"),
+        valid,
+        w.cfg.train,
+        start_epoch=_restore(w.model, w.optimizer),
+        rank=w.rank,
+        world_size=w.world,
+        device=w.device,
+        autocast=autocast_enabled(w.cfg.train.bf16, w.device),
+        train_model=ray.train.torch.prepare_model(w.model),  # DDP when world > 1
+        eval_batch_size=w.cfg.evaluate.batch_size,
+        on_epoch=_reporter(w),
+        before_epoch=lambda epoch: _maybe_fault(config.get("fault"), epoch, w.rank, w.world),
+    )

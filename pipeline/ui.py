@@ -52,4 +52,5 @@ def progress(description: str, total: float | None = None) -> Iterator[Callable[
 
 
 def info(message: str) -> None:
-    console.print(message, highlight=False)
+    """A progress or summary line on stderr (rich markup), never wrapped: logs stay greppable."""
+    console.print(message, highlight=False, soft_wrap=True)

@@ -179,10 +179,7 @@ def bucket_batches(
     sorted by length (ties keep the random order) and chunked, then the batch order shuffled.
     The pool trades speed for learning per epoch, and the best value depends on the setup: large
     pools give batches of near-equal lengths (little padding, fast); 1 gives random batches.
-    Measured (see benchmarks/train_throughput.py): the seeds' Multi30k setup (Adam 1e-3, batch
-    128) after one epoch has validation loss 4.06 with pool 1, 4.25 with 3, 4.46 with 50; the
-    pipeline's sample-corpus defaults after 3 epochs have 2.50 with pool 3 and 2.45 with 50,
-    which is also 1.35x faster there.
+    (benchmarks/README.md has the measured trade-off.)
     `batch_size` is the global batch: rank r takes positions r, r + world_size, ... of every
     global batch (its members are length-sorted, so shares have similar lengths). Every rank gets
     the same number of batches: a last global batch with fewer than `world_size` pairs is merged

@@ -155,7 +155,7 @@ class FastDropout(nn.Dropout):
     """nn.Dropout with a cheaper CPU mask: 16 random bits per element, cut from int64 draws of
     the default generator (seeded as usual), compared with round(p * 65536); the kept values are
     scaled by 1 / (1 - p') for that quantised p', so the expectation is exact. CPU bernoulli_ is
-    3-4x slower than this (measured on (128, 15, 512): 15.2 ms vs 3.9 ms forward + backward).
+    several times slower than this (benchmarks/README.md).
     Other devices, eval mode and p within 2^-17 of 0 or 1 use nn.Dropout itself."""
 
     def forward(self, x: Tensor) -> Tensor:
@@ -196,8 +196,11 @@ class _StepPlan:
             else:
                 self.segments[-1][1] = t + 1
         followed_by_free = self.free[1:] + [False]
-        ends = [(seg[1] - 1, live) for seg, live, nxt in
-                zip(self.segments, self.live, followed_by_free, strict=True) if nxt]  # fmt: skip
+        ends = [
+            (seg[1] - 1, live)
+            for seg, live, nxt in zip(self.segments, self.live, followed_by_free, strict=True)
+            if nxt
+        ]
         valid = np.arange(steps)[None, :] < lens[:, None]  # (B, T-1)
         self.n_tokens = int(valid.sum())
         gold = [np.arange(live) * (steps + 1) + end + 1 for end, live in ends]

@@ -8,8 +8,7 @@ included), so an output has at most `max_len` tokens; it is an int or a per-sent
 Host syncs: on an accelerator the loops keep everything on the device and look at "all
 finished?" only every `CHECK_EVERY` (8) steps, so the GPU runs ahead; the price is up to 7 wasted
 steps. On the CPU a check costs nothing, so it happens every `CPU_CHECK_EVERY` (1) step and
-finished greedy rows leave the batch at once (measured on 1,000 Multi30k sentences, one batch,
-1 thread: 930-995 sentences/s, against 650-780 checking every 8 steps).
+finished greedy rows leave the batch at once (faster: see benchmarks/README.md).
 
 <pad> and <sos> are never generated. Beam scores: alive hypotheses are ranked by their summed
 log-probabilities; a finished one is scored `logprob / len**length_penalty`, where `len` counts
@@ -222,8 +221,8 @@ def translate_ids(
 
     Sentences are sorted by length into batches of `batch_size` decoder rows (little padding):
     `batch_size` sentences for greedy (beam_size 1), `batch_size // beam_size` for beam search,
-    whose finished sentences stay in the batch (1,000 Multi30k sentences in one beam-5 batch:
-    60 sentences/s; 50 to 256 a batch: 130-155). Each sentence gets up to
+    whose finished sentences stay in the batch (so a beam batch is smaller: a huge one is slow).
+    Each sentence gets up to
     `max_len_ratio * len + 10` tokens; the results come back in input order. An empty source
     gives [] without touching the model.
     """

@@ -295,13 +295,26 @@ def fit(
         generator = seed_epoch(spec.seed, epoch, rank)
         set_lr(optimizer, lr_for_epoch(spec, epoch))
         batches = iterate_batches(
-            train, spec.batch_size, shuffle=True, seed=spec.seed, epoch=epoch, rank=rank,
-            world_size=world_size, pool_batches=spec.bucket_pool, device=device,
-        )  # fmt: skip
+            train,
+            spec.batch_size,
+            shuffle=True,
+            seed=spec.seed,
+            epoch=epoch,
+            rank=rank,
+            world_size=world_size,
+            pool_batches=spec.bucket_pool,
+            device=device,
+        )
         stats = train_epoch(
-            train_model or model, optimizer, batches, teacher_forcing=spec.teacher_forcing,
-            clip_norm=spec.clip_norm, generator=generator, autocast=autocast, progress=progress,
-        )  # fmt: skip
+            train_model or model,
+            optimizer,
+            batches,
+            teacher_forcing=spec.teacher_forcing,
+            clip_norm=spec.clip_norm,
+            generator=generator,
+            autocast=autocast,
+            progress=progress,
+        )
         val = None
         if valid is not None:
             val_batches = iterate_batches(

@@ -21,14 +21,9 @@ from typing import Any
 from pipeline import raycluster, tracking
 from pipeline.config import Config
 from pipeline.errors import UserError
-from pipeline.ui import console
+from pipeline.ui import info
 
 PREPARED_FILES = ("train.parquet", "valid.parquet", "vocab.src.json", "vocab.tgt.json")
-
-
-def info(message: str) -> None:
-    """A progress/summary line on stderr, never wrapped (logs stay greppable)."""
-    console.print(message, highlight=False, soft_wrap=True)
 
 
 def check_prepared(cfg: Config) -> Path:
@@ -68,7 +63,9 @@ def run_key(cfg: Config, prepared: Path, prefix: str = "train", extra: Any = Non
     parts["extra"] = extra
     h.update(json.dumps(parts, sort_keys=True, default=str).encode())
     for name in PREPARED_FILES:
-        h.update((prepared / name).read_bytes())
+        with open(prepared / name, "rb") as f:  # in 1 MiB chunks: never a whole split in memory
+            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                h.update(chunk)
     return f"{prefix}-{h.hexdigest()[:12]}"
 
 
@@ -172,9 +169,14 @@ def run(cfg: Config, verbose: bool = False, fresh: bool = False) -> dict[str, An
     if fresh and "://" not in storage:
         shutil.rmtree(Path(storage) / name, ignore_errors=True)
     run_id = tracking.open_run(
-        client, exp_id, name, name=name, reuse=not fresh,
-        tags=tracking.base_tags(cfg, "pipeline train"), params=tracking.config_params(cfg),
-    )  # fmt: skip
+        client,
+        exp_id,
+        name,
+        name=name,
+        reuse=not fresh,
+        tags=tracking.base_tags(cfg, "pipeline train"),
+        params=tracking.config_params(cfg),
+    )
     cluster = raycluster.init(cfg, verbose=verbose)
     gpu = raycluster.use_gpu(cfg, cluster)
     info(
@@ -189,9 +191,14 @@ def run(cfg: Config, verbose: bool = False, fresh: bool = False) -> dict[str, An
     try:
         q, callback = _report_queue()
         trainer = build_trainer(
-            cfg, prepared, name=name, storage=storage, gpu=gpu, callbacks=[callback],
+            cfg,
+            prepared,
+            name=name,
+            storage=storage,
+            gpu=gpu,
+            callbacks=[callback],
             verbose=verbose,
-        )  # fmt: skip
+        )
         result = _fit_streaming(trainer, q, on_report)
     except BaseException:
         tracking.close_run(client, run_id, ok=False)
