@@ -94,6 +94,24 @@ def test_dvc_repro_runs_every_stage_then_nothing(project):
     assert [r.info.run_name for r in runs].count("evaluate") == 1
 
 
+def test_dvc_plots_show_finds_every_declared_plot_in_the_real_outputs(project, tmp_path):
+    dvc = str(VENV_BIN / "dvc")
+    _sh([dvc, "repro"], project)  # a no-op after the test above; the whole pipeline if run alone
+    shown = json.loads(_sh([dvc, "plots", "show", "--json"], project).stdout)
+    images = ("models/learning_curves.png", "metrics/bleu_by_length.png")  # the stages' figures
+    errors = shown.get("errors", [])
+    assert not [e for e in errors if e.get("source") not in images], errors
+    kinds = {name: {r["type"] for r in renders} for name, renders in shown["data"].items()}
+    curves = sorted(n for n in kinds if n.startswith("models/curves/"))
+    assert len(curves) == 2 and all(kinds[n] == {"vega"} for n in curves)  # one per trial
+    assert kinds["metrics/bleu_by_length.json"] == {"vega"}
+    for image in images:
+        assert kinds.get(image) == {"image"}, f"{image} was not written: {errors}"
+    out = _sh([dvc, "plots", "show", "-o", str(tmp_path / "plots")], project)
+    html = (tmp_path / "plots" / "index.html").read_text(encoding="utf8")
+    assert "index.html" in out.stdout and "cdn.jsdelivr.net" not in html  # offline template
+
+
 def test_dvc_exp_run_temp_logs_into_the_projects_store(project):
     before = len(_runs(project))
     _sh([str(VENV_BIN / "dvc"), "exp", "run", "--temp", "-S", "tune.num_samples=1"], project)
