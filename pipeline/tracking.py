@@ -7,19 +7,31 @@ project root is the cwd, except under `dvc exp run --temp`, which runs in a copy
 the same store. One experiment per corpus and direction; a sweep is a parent run with one child
 run per trial (tag `mlflow.parentRunId`). Runs are found again by a key tag, so a resumed
 sweep or training run keeps logging into the runs it started.
+
+MLflow 3.17's UI opens every experiment in its GenAI view unless the browser has chosen "Model
+training" (the sidebar switch, or `?workflowType=machine_learning` in the URL; the experiment's
+`mlflow.experimentKind` tag is only honoured by builds without that switch). So each experiment
+also gets a description linking to its runs and a saved runs view with the metric columns
+(`RUNS_VIEW_ID`, an `mlflow.sharedViewState.` experiment tag, listed under "Views").
+
+Each run records the data it used as MLflow dataset inputs (`dataset_inputs`): one per split of
+`paths.prepared`, digest = the split file's sha256, with the download manifest's hash of the raw
+split in its profile.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import Config, flatten
@@ -28,6 +40,13 @@ RUN_KEY_TAG = "seq2seq.run_key"  # identifies a train run / sweep / trial across
 PARENT_TAG = "mlflow.parentRunId"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EPOCH_METRICS = ("train_loss", "val_loss", "val_ppl", "val_bleu", "tokens_per_s", "epoch_seconds")
+NOTE_TAG = "mlflow.note.content"  # the experiment's description (markdown)
+SAVED_VIEW_PREFIX = "mlflow.sharedViewState."  # + view id: a saved runs view (UI "Views")
+RUNS_VIEW_ID = "seq2seq-runs"
+RUNS_VIEW_NAME = "Runs with BLEU and loss"
+VIEW_METRICS = ("best_val_bleu", "val_bleu", "val_loss", "test_bleu", "test_chrf")
+DATA_CONTEXT_TAG = "mlflow.data.context"
+SPLIT_CONTEXTS = {"train": "training", "valid": "validation", "test": "testing"}
 
 
 # ------------------------------------------------------------------------------- resolution
@@ -76,14 +95,92 @@ def client_for(cfg: Config, cwd: str | Path | None = None) -> MlflowClient:
 
 
 def ensure_experiment(client: MlflowClient, name: str) -> str:
-    """Experiment id by name, created if missing (artifacts beside a local SQLite store)."""
+    """Experiment id by name, created if missing (artifacts beside a local SQLite store), with
+    its runs made easy to reach in the UI (`set_up_runs_page`)."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    exp_id = _create_experiment(client, name)
-    # MLflow 3's UI opens untyped experiments as GenAI overviews; this kind opens the runs table.
-    client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, "custom_model_development")
+    exp_id = exp.experiment_id if exp is not None else _create_experiment(client, name)
+    set_up_runs_page(client, exp_id, dict(exp.tags) if exp is not None else {})
     return exp_id
+
+
+def runs_path(experiment_id: str) -> str:
+    """The UI route of the experiment's runs in the model-training view, with the saved view."""
+    return (
+        f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        f"&viewStateShareKey={RUNS_VIEW_ID}"
+    )
+
+
+def runs_view_state() -> dict[str, Any]:
+    """The saved runs view: default columns plus the metrics that tell sweeps and trials apart
+    (same keys as the state the UI writes when a user saves a view)."""
+    columns = ["attributes.`Source`", "attributes.`Models`", "attributes.`Dataset`"]
+    return {
+        "searchFilter": "",
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": False,
+        "startTime": "ALL",
+        "lifecycleFilter": "Active",
+        "datasetsFilter": [],
+        "modelVersionFilter": "All Runs",
+        "selectedColumns": columns + [f"metrics.`{m}`" for m in VIEW_METRICS],
+        "columnOrder": [],
+        "columnWidths": {},
+        "runsHiddenMode": "FIRST_10_RUNS",
+        "viewMaximized": False,
+        "runListHidden": False,
+        "isAccordionReordered": False,
+        "useGroupedValuesInCharts": True,
+        "hideEmptyCharts": True,
+        "groupBy": None,
+        "groupsExpanded": {},
+        "globalLineChartConfig": {
+            "xAxisKey": "step",
+            "lineSmoothness": 0,
+            "selectedXAxisMetricKey": "",
+        },
+    }
+
+
+def experiment_description(experiment_id: str) -> str:
+    return (
+        "LSTM sequence-to-sequence translation (Sutskever et al., 2014): a parent run per "
+        "`pipeline tune` sweep with a child run per trial, `pipeline train` runs and "
+        f"`evaluate` runs. **[Open the runs]({runs_path(experiment_id)})** (saved view "
+        f'"{RUNS_VIEW_NAME}"). MLflow opens experiments in its GenAI view; choose **Model '
+        "training** at the top of the sidebar to open them on their runs. The best model of "
+        "each sweep is in the **Model registry**."
+    )
+
+
+def set_up_runs_page(
+    client: MlflowClient, experiment_id: str, tags: Mapping[str, str] | None = None
+) -> None:
+    """Kind tag, description (unless the user wrote one) and saved runs view; writes only what
+    is missing or outdated. `tags`: the experiment's current tags, when already fetched."""
+    tags = dict(client.get_experiment(experiment_id).tags) if tags is None else dict(tags)
+    wanted = {EXPERIMENT_KIND_TAG: "custom_model_development"}
+    if not tags.get(NOTE_TAG):
+        wanted[NOTE_TAG] = experiment_description(experiment_id)
+    view_key = SAVED_VIEW_PREFIX + RUNS_VIEW_ID
+    state = json.dumps(runs_view_state())
+    try:
+        current = json.loads(tags.get(view_key) or "{}")
+    except ValueError:
+        current = {}
+    if current.get("state") != state or current.get("name") != RUNS_VIEW_NAME:
+        now = int(time.time() * 1000)
+        wanted[view_key] = json.dumps(
+            {
+                "name": RUNS_VIEW_NAME,
+                "createdAt": current.get("createdAt", now),
+                "updatedAt": now,
+                "state": state,
+            }
+        )
+    for key, value in wanted.items():
+        if tags.get(key) != value:
+            client.set_experiment_tag(experiment_id, key, value)
 
 
 def _create_experiment(client: MlflowClient, name: str) -> str:
@@ -113,11 +210,14 @@ def git_commit(root: Path) -> str | None:
 
 def base_tags(cfg: Config, command: str, cwd: str | Path | None = None) -> dict[str, str]:
     """Tags every run carries: git commit, corpus, direction, DVC stage (or the command)."""
+    line = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) or command
     tags = {
         "corpus": cfg.data.corpus,
         "direction": f"{cfg.data.source_lang}-{cfg.data.target_lang}",
         "dvc_stage": os.environ.get("DVC_STAGE") or command,
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) or command,
+        "command": line,
+        "mlflow.source.name": line,  # the runs table's Source column
+        "mlflow.source.type": "LOCAL",
     }
     commit = git_commit(project_root(cwd))
     if commit:
@@ -193,12 +293,107 @@ def close_run(client: MlflowClient, run_id: str, ok: bool = True) -> None:
     client.set_terminated(run_id, status=RunStatus.to_string(status))
 
 
-def ui_hint(client: MlflowClient) -> str:
+def ui_hint(client: MlflowClient, experiment_id: str | None = None) -> str:
+    """How to open the runs: the command, and the runs page of `experiment_id` when given."""
     uri = client.tracking_uri
+    page = f", then open http://127.0.0.1:5000/{runs_path(experiment_id)}" if experiment_id else ""
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///") :])
-        return f"run `mlflow ui --backend-store-uri {uri}` (or `mlflow ui` in {db.parent})"
-    return f"open the MLflow server at {uri}"
+        return f"run `mlflow ui` in {db.parent} (or `mlflow ui --backend-store-uri {uri}`){page}"
+    page = f" and go to {uri.rstrip('/')}/{runs_path(experiment_id)}" if experiment_id else ""
+    return f"open the MLflow server at {uri}{page}"
+
+
+# ------------------------------------------------------------------------------ datasets
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _rows(path: Path, meta: Mapping[str, Any], split: str) -> int:
+    rows = meta.get("rows")
+    if isinstance(rows, dict) and isinstance(rows.get(split), int):
+        return rows[split]
+    import polars as pl
+
+    return int(pl.scan_parquet(path).select(pl.len()).collect().item())
+
+
+def _split_schema() -> str:
+    from mlflow.types import ColSpec, DataType, Schema
+    from mlflow.types.schema import Array
+
+    schema = Schema(
+        [
+            ColSpec(DataType.string, "src"),
+            ColSpec(DataType.string, "tgt"),
+            ColSpec(Array(DataType.long), "src_ids"),
+            ColSpec(Array(DataType.long), "tgt_ids"),
+        ]
+    )
+    return json.dumps({"mlflow_colspec": schema.to_dict()})
+
+
+def dataset_input(cfg: Config, split: str, prepared: str | Path | None = None) -> DatasetInput:
+    """One split of the prepared data as an MLflow dataset input.
+
+    Name `<corpus>-<src>-<tgt>-<split>`, digest: the first 16 hex digits of the split file's
+    sha256 (the exact bytes the run read), source: its local URI; the profile holds the row
+    count, the preprocessing flags from meta.json and the raw split's sha256 from the download
+    manifest (`paths.raw/manifest.json`), when those files are there.
+    """
+    folder = Path(prepared if prepared is not None else cfg.paths.prepared).resolve()
+    path = folder / f"{split}.parquet"
+    digest = _sha256(path)
+    meta = _read_json(folder / "meta.json")
+    manifest = _read_json(Path(cfg.paths.raw) / "manifest.json")
+    raw = (manifest.get("splits") or {}).get(split) or {}
+    d = cfg.data
+    profile = {
+        "num_rows": _rows(path, meta, split),
+        "sha256": digest,
+        "corpus": d.corpus,
+        "direction": f"{d.source_lang}-{d.target_lang}",
+        **{k: meta[k] for k in ("lowercase", "reverse_source") if k in meta},
+        **({"raw_sha256": raw["sha256"]} if raw.get("sha256") else {}),
+    }
+    dataset = Dataset(
+        name=f"{d.corpus}-{d.source_lang}-{d.target_lang}-{split}",
+        digest=digest[:16],
+        source_type="local",
+        source=json.dumps({"uri": path.as_uri()}),
+        schema=_split_schema(),
+        profile=json.dumps(profile),
+    )
+    context = InputTag(DATA_CONTEXT_TAG, SPLIT_CONTEXTS.get(split, split))
+    return DatasetInput(dataset, tags=[context])
+
+
+def dataset_inputs(
+    cfg: Config, splits: Iterable[str], prepared: str | Path | None = None
+) -> list[DatasetInput]:
+    """`dataset_input` for each split whose file exists."""
+    folder = Path(prepared if prepared is not None else cfg.paths.prepared)
+    return [dataset_input(cfg, s, folder) for s in splits if (folder / f"{s}.parquet").is_file()]
+
+
+def log_inputs(
+    client: MlflowClient, run_id: str, datasets: Sequence[DatasetInput], models: Sequence = ()
+) -> None:
+    """Dataset (and logged-model) inputs of a run; logging the same input again is a no-op."""
+    if datasets or models:
+        client.log_inputs(run_id, datasets=list(datasets), models=list(models) or None)
 
 
 class SweepTracker:
@@ -216,12 +411,14 @@ class SweepTracker:
         tags: Mapping[str, str],
         params: Mapping[str, str],
         epochs: int,
+        inputs: Sequence[DatasetInput] = (),
     ) -> None:
         self.client, self.experiment_id, self.sweep_key = client, experiment_id, sweep_key
-        self.tags, self.epochs = dict(tags), epochs
+        self.tags, self.epochs, self.inputs = dict(tags), epochs, list(inputs)
         self.parent_id = open_run(
             client, experiment_id, sweep_key, name=sweep_key, tags=tags, params=params
         )
+        log_inputs(client, self.parent_id, self.inputs)
         self.runs: dict[str, str] = {}  # trial id -> run id
         self.last_epoch: dict[str, int] = {}
 
@@ -235,6 +432,7 @@ class SweepTracker:
             params=config_params(config),
             parent_id=self.parent_id,
         )
+        log_inputs(self.client, run_id, self.inputs)
         self.runs[trial_id] = run_id
         return run_id
 

@@ -140,3 +140,96 @@ def test_git_commit_tag_in_a_repo(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     commit = tracking.git_commit(root)
     assert commit is None or len(commit) == 40
+
+
+# ------------------------------------------------------------------------ runs page, datasets
+def test_experiment_gets_kind_description_and_saved_runs_view(
+    store: tuple[MlflowClient, str],
+) -> None:
+    import json
+
+    client, exp_id = store
+    tags = client.get_experiment(exp_id).tags
+    assert tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert tracking.runs_path(exp_id) in tags[tracking.NOTE_TAG]  # a link in the description
+    view = json.loads(tags[tracking.SAVED_VIEW_PREFIX + tracking.RUNS_VIEW_ID])
+    assert view["name"] == tracking.RUNS_VIEW_NAME and isinstance(view["createdAt"], int)
+    state = json.loads(view["state"])
+    assert "metrics.`val_bleu`" in state["selectedColumns"]
+    assert "attributes.`Dataset`" in state["selectedColumns"]
+    assert tracking.runs_path(exp_id).endswith(
+        "workflowType=machine_learning&viewStateShareKey=seq2seq-runs"
+    )
+
+    client.set_experiment_tag(exp_id, tracking.NOTE_TAG, "my own notes")
+    before = client.get_experiment(exp_id).last_update_time
+    tracking.ensure_experiment(client, "seq2seq-sample-de-en")  # nothing to change: no writes
+    after = client.get_experiment(exp_id)
+    assert after.tags[tracking.NOTE_TAG] == "my own notes"  # a user's description is kept
+    assert after.last_update_time == before
+
+
+def test_ui_hint_names_the_runs_page(store: tuple[MlflowClient, str]) -> None:
+    client, exp_id = store
+    hint = tracking.ui_hint(client, exp_id)
+    assert "mlflow ui" in hint and f"/#/experiments/{exp_id}/runs?workflowType=" in hint
+
+
+def test_runs_carry_source_tags() -> None:
+    tags = tracking.base_tags(Config(), "pipeline tune")
+    assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"]
+
+
+def _prepared_with_manifest(tmp_path: Path) -> Config:
+    import json
+
+    from conftest import make_prepared
+
+    prepared = make_prepared(tmp_path / "prepared")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    manifest = {"splits": {"train": {"pairs": 192, "sha256": "ab" * 32}}}
+    (raw / "manifest.json").write_text(json.dumps(manifest))
+    return Config().with_overrides({"paths.prepared": str(prepared), "paths.raw": str(raw)})
+
+
+def test_dataset_input_describes_the_split_file(tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    cfg = _prepared_with_manifest(tmp_path)
+    path = tmp_path / "prepared" / "train.parquet"
+    inp = tracking.dataset_input(cfg, "train")
+    ds = inp.dataset
+    assert ds.name == "sample-de-en-train"
+    assert ds.digest == hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    assert ds.source_type == "local"
+    assert json.loads(ds.source)["uri"] == path.resolve().as_uri()
+    profile = json.loads(ds.profile)
+    assert profile["num_rows"] == 192 and profile["raw_sha256"] == "ab" * 32
+    assert [c["name"] for c in json.loads(ds.schema)["mlflow_colspec"]] == [
+        "src", "tgt", "src_ids", "tgt_ids",
+    ]  # fmt: skip
+    assert [(t.key, t.value) for t in inp.tags] == [("mlflow.data.context", "training")]
+    names = [i.dataset.name for i in tracking.dataset_inputs(cfg, ["valid", "test", "nope"])]
+    assert names == ["sample-de-en-valid", "sample-de-en-test"]  # missing files left out
+
+
+def test_sweep_runs_get_dataset_inputs_once(
+    store: tuple[MlflowClient, str], tmp_path: Path
+) -> None:
+    cfg = _prepared_with_manifest(tmp_path)
+    inputs = tracking.dataset_inputs(cfg, ["train", "valid"])
+    params = tracking.config_params(cfg)
+    client, exp_id = store
+    for _ in range(2):  # --resume reopens the same runs and logs the inputs again
+        sweep = tracking.SweepTracker(
+            client, exp_id, "sweep-ds", tags={}, params=params, epochs=1, inputs=inputs
+        )
+        child = sweep.trial_started("t1", "t1", cfg)
+    for run_id in (sweep.parent_id, child):
+        got = client.get_run(run_id).inputs.dataset_inputs
+        assert sorted((i.dataset.name, i.tags[0].value) for i in got) == [
+            ("sample-de-en-train", "training"),
+            ("sample-de-en-valid", "validation"),
+        ]

@@ -1,0 +1,115 @@
+"""Figures for DVC and MLflow: the sweep's learning curves and BLEU by source length (PNG).
+
+Matplotlib with the Agg backend and no timestamp or version in the file, so the same inputs give
+the same bytes (DVC sees no change when nothing changed). Each function reads the stage output it
+draws (`models/curves/*.csv`, `metrics/bleu_by_length.json`) and writes one PNG atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: no display, same output everywhere
+
+import matplotlib.pyplot as plt  # noqa: E402
+import polars as pl  # noqa: E402
+
+from seq2seq.io import atomic_file  # noqa: E402
+
+LEARNING_CURVES_FILE = "learning_curves.png"
+BLEU_BY_LENGTH_FILE = "bleu_by_length.png"
+CURVE_METRICS = (("val_bleu", "validation BLEU"), ("val_loss", "validation loss"))
+DPI = 100
+_SAVE = {"dpi": DPI, "format": "png", "metadata": {"Software": None}}
+
+
+def _save(fig: plt.Figure, out: Path) -> Path:
+    out = Path(out)
+    with atomic_file(out) as tmp:
+        fig.savefig(tmp, **_SAVE)
+    plt.close(fig)
+    return out
+
+
+def read_curves(folder: str | Path) -> dict[str, pl.DataFrame]:
+    """Trial id -> its per-epoch frame, for each `<trial>.csv` in `folder` (sorted by name)."""
+    curves = {}
+    for path in sorted(Path(folder).glob("*.csv")):
+        frame = pl.read_csv(path)
+        if "epoch" in frame.columns and frame.height:
+            curves[path.stem] = frame.sort("epoch")
+    return curves
+
+
+def learning_curves(
+    curves: dict[str, pl.DataFrame],
+    out: str | Path,
+    *,
+    best: str | None = None,
+    metrics: Sequence[tuple[str, str]] = CURVE_METRICS,
+) -> Path:
+    """One PNG: a panel per metric (default val_bleu, val_loss), a line per trial over epochs;
+    the `best` trial drawn bold. Trials without a metric are left out of its panel."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.2), squeeze=False)
+    for ax, (key, label) in zip(axes[0], metrics, strict=True):
+        drawn = 0
+        for trial, frame in curves.items():
+            if key not in frame.columns:
+                continue
+            points = frame.select("epoch", key).drop_nulls()
+            if not points.height:
+                continue
+            bold = trial == best
+            ax.plot(
+                points["epoch"].to_list(),
+                points[key].to_list(),
+                marker="o",
+                markersize=3,
+                linewidth=2.5 if bold else 1.2,
+                alpha=1.0 if bold else 0.75,
+                label=f"{trial} (best)" if bold else trial,
+                zorder=3 if bold else 2,
+            )
+            drawn += 1
+        ax.set_title(label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if drawn == 0:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        elif drawn <= 12:
+            ax.legend(fontsize="small")
+    fig.suptitle(f"learning curves: {len(curves)} trial(s)")
+    fig.tight_layout()
+    return _save(fig, Path(out))
+
+
+def bleu_by_length(buckets: Sequence[dict], out: str | Path, *, title: str = "") -> Path:
+    """Horizontal bars: BLEU per source-length bucket (`metrics.bleu_by_length` entries), the
+    sentence count beside each bar; empty buckets say so."""
+    labels = [str(b["bucket"]) for b in buckets]
+    scores = [float(b["bleu"]) if b.get("bleu") is not None else 0.0 for b in buckets]
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.5 * max(len(buckets), 1)))
+    ax.barh(labels, scores, color="#4c72b0")
+    top = max(scores, default=0.0) or 1.0
+    for i, b in enumerate(buckets):
+        note = f"n={b.get('n', 0)}" if b.get("bleu") is not None else "no sentences"
+        ax.text(scores[i] + top * 0.01, i, note, va="center", fontsize="small")
+    ax.set_xlim(0, top * 1.2)
+    ax.invert_yaxis()  # shortest sources on top, as in the table
+    ax.set_xlabel("BLEU")
+    ax.set_ylabel("source length (tokens)")
+    ax.set_title(title or "BLEU by source length")
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, Path(out))
+
+
+def bleu_by_length_file(json_path: str | Path, out: str | Path, *, title: str = "") -> Path:
+    """`bleu_by_length` from the evaluate stage's `bleu_by_length.json`."""
+    return bleu_by_length(json.loads(Path(json_path).read_text()), out, title=title)
