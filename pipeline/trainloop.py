@@ -154,9 +154,11 @@ def _worker(config: Mapping[str, Any]) -> _Worker:
 def _reporter(w: _Worker) -> Callable[[Any], None]:
     """`fit`'s on_epoch: global train metrics on every rank; on rank 0 also the validation
     metrics (greedy BLEU added to fit's loss) and the epoch's checkpoint."""
+    from pipeline.stages.train import prepared_meta
     from seq2seq.checkpoint import save_checkpoint
 
     frame = pl.read_parquet(w.prepared / "valid.parquet", columns=["src_ids", "tgt"])
+    preprocessing = prepared_meta(w.prepared)
 
     def on_epoch(r: Any) -> None:
         loss, tokens_per_s = _global_stats(r.train.loss, r.train.tokens, r.train.seconds)
@@ -175,6 +177,7 @@ def _reporter(w: _Worker) -> Callable[[Any], None]:
                 model=w.model,
                 optimizer=w.optimizer,
                 epoch=r.epoch,
+                preprocessing=preprocessing,
                 config=w.cfg.model_dump(),
                 src_vocab=w.src_vocab,
                 tgt_vocab=w.tgt_vocab,

@@ -1,9 +1,12 @@
 """Checkpoints: one `checkpoint.pt` of plain data, loaded with `torch.load(weights_only=True)`.
 
 The file holds a dict of tensors and JSON-like values only, never a pickled module or class:
-format marker and version, model and optimizer state dicts, epoch, the config (a JSON-able dict,
-e.g. `cfg.model_dump()`), both vocabularies as token lists, metrics and RNG states (uint8
-tensors). Loading never runs code from the file: the safe unpickler refuses anything else.
+format marker and version, model and optimizer state dicts, epoch, the model's constructor
+arguments (`model_args`), the preprocessing its training data went through (`preprocessing`,
+from the prepared data's meta.json), both vocabularies as token lists, metrics, and the training
+config as a record for people (nothing reads it back). A checkpoint describes itself: readers use
+`model_from_checkpoint` and `Checkpoint.preprocessing`, never the config. Loading never runs code
+from the file: the safe unpickler refuses anything else. Version 1 files (config only) still load.
 """
 
 from __future__ import annotations
@@ -14,21 +17,25 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
 from torch import nn
 
-from seq2seq.errors import CheckpointError
+from seq2seq.errors import CheckpointError, DataError
 from seq2seq.io import atomic_file
 from seq2seq.model import Seq2Seq
+from seq2seq.text import Preprocessing
 from seq2seq.vocab import Vocab
 
 FILENAME = "checkpoint.pt"
 FORMAT = "seq2seq-checkpoint"
-FORMAT_VERSION = 1
-REQUIRED = ("model", "epoch", "config", "src_vocab", "tgt_vocab")
+FORMAT_VERSION = 2
+REQUIRED = {
+    1: ("model", "epoch", "config", "src_vocab", "tgt_vocab"),
+    2: ("model", "epoch", "model_args", "preprocessing", "src_vocab", "tgt_vocab"),
+}
+MODEL_KEYS = ("emb_dim", "hidden_dim", "num_layers", "dropout")
 
 
 @dataclass
@@ -37,12 +44,13 @@ class Checkpoint:
 
     model_state: dict[str, torch.Tensor]
     epoch: int
-    config: dict[str, Any]
+    model_args: dict[str, Any]  # Seq2Seq(**model_args)
+    preprocessing: Preprocessing
     src_vocab: Vocab
     tgt_vocab: Vocab
+    config: dict[str, Any] = field(default_factory=dict)  # the training config: a record only
     optimizer_state: dict[str, Any] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
-    rng_state: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
     path: Path | None = None
 
@@ -68,29 +76,38 @@ def save_checkpoint(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     epoch: int,
-    config: dict[str, Any],
+    preprocessing: Preprocessing,
     src_vocab: Vocab,
     tgt_vocab: Vocab,
+    config: dict[str, Any] | None = None,
     metrics: dict[str, float] | None = None,
-    rng_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write the checkpoint atomically to `path` (a file, or folder/checkpoint.pt); returns it.
 
-    `config` must be JSON-able (plain dicts, lists, str, numbers, bool, None); `rng_state` maps
-    names to tensors (e.g. `torch.get_rng_state()`, a generator's `get_state()`) or plain values.
+    `model` is a Seq2Seq (or a DDP / compiled wrapper of one): its constructor arguments are
+    stored; they must match the vocabularies. `config` (JSON-able) is kept as a record.
     """
+    bare = _unwrap(model)
+    args = dict(getattr(bare, "args", None) or {})
+    sizes = (args.get("src_vocab_size"), args.get("tgt_vocab_size"))
+    if sizes != (len(src_vocab), len(tgt_vocab)):
+        vocabs = (len(src_vocab), len(tgt_vocab))
+        raise ValueError(
+            f"the model's vocabulary sizes {sizes} differ from the vocabularies' {vocabs}"
+        )
     json.dumps(config)  # fail here, not at load time, on objects the safe loader refuses
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model": _unwrap(model).state_dict(),
+        "model": bare.state_dict(),
+        "model_args": args,
+        "preprocessing": preprocessing.to_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "epoch": int(epoch),
-        "config": config,
+        "config": config or {},
         "src_vocab": list(src_vocab.itos),
         "tgt_vocab": list(tgt_vocab.itos),
         "metrics": {k: float(v) for k, v in (metrics or {}).items()},
-        "rng_state": rng_state,
     }
     target = resolve(path)
     with atomic_file(target) as tmp:
@@ -150,46 +167,73 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{FORMAT_VERSION}",
             "upgrade the seq2seq package to the version that wrote it",
         )
-    missing = [k for k in REQUIRED if k not in raw]
+    missing = [k for k in REQUIRED.get(version, REQUIRED[FORMAT_VERSION]) if k not in raw]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}", "re-create the checkpoint")
     try:
         src_vocab, tgt_vocab = Vocab(tuple(raw["src_vocab"])), Vocab(tuple(raw["tgt_vocab"]))
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"checkpoint {path} has a bad vocabulary: {err}") from None
+    args, prep = _description(raw, version, path, (len(src_vocab), len(tgt_vocab)))
     return Checkpoint(
         model_state=raw["model"],
         epoch=int(raw["epoch"]),
-        config=raw["config"],
+        model_args=args,
+        preprocessing=prep,
         src_vocab=src_vocab,
         tgt_vocab=tgt_vocab,
+        config=raw.get("config") or {},
         optimizer_state=raw.get("optimizer"),
         metrics=dict(raw.get("metrics") or {}),
-        rng_state=raw.get("rng_state"),
         format_version=version,
         path=path,
     )
 
 
-def model_from_checkpoint(ckpt: Checkpoint) -> Seq2Seq:
-    """Rebuild the model from config["model"] and the vocab sizes; load the weights strictly."""
-    spec = ckpt.config.get("model") if isinstance(ckpt.config, dict) else None
-    keys = ("emb_dim", "hidden_dim", "num_layers", "dropout")
-    if not isinstance(spec, dict) or any(k not in spec for k in keys):
-        raise CheckpointError(
-            f"checkpoint {ckpt.path} has no usable config['model'] (needs {', '.join(keys)})",
-            "re-create the checkpoint with save_checkpoint(config=cfg.model_dump())",
-        )
-    model = Seq2Seq.from_config(
-        SimpleNamespace(**{k: spec[k] for k in keys}), len(ckpt.src_vocab), len(ckpt.tgt_vocab)
-    )
+def _description(
+    raw: dict, version: int, path: Path, sizes: tuple[int, int]
+) -> tuple[dict[str, Any], Preprocessing]:
+    """(model_args, preprocessing): stored (version 2) or derived from the config (version 1)."""
     try:
+        if version >= 2:
+            args, prep = dict(raw["model_args"]), raw["preprocessing"]
+        else:
+            cfg = raw["config"] if isinstance(raw["config"], dict) else {}
+            model, data = dict(cfg.get("model") or {}), dict(cfg.get("data") or {})
+            args = {k: model[k] for k in MODEL_KEYS if k in model}
+            args.update(src_vocab_size=sizes[0], tgt_vocab_size=sizes[1])
+            prep = {**data, "max_source_tokens": data.get("max_len")}
+        preprocessing = Preprocessing.from_dict(prep, f"checkpoint {path}")
+    except DataError as err:
+        raise CheckpointError(err.problem, err.fix) from None
+    except (TypeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"checkpoint {path} has a malformed description: {err}") from None
+    stored = (args.get("src_vocab_size"), args.get("tgt_vocab_size"))
+    if stored != sizes:
+        raise CheckpointError(
+            f"checkpoint {path}: its model was built for vocabularies of {stored} tokens, but "
+            f"it holds vocabularies of {sizes}: the weights do not match them",
+            "the file is inconsistent; re-create it from the training run",
+        )
+    missing = [k for k in MODEL_KEYS if k not in args]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path} does not say how to build its model (missing {', '.join(missing)})",
+            "re-create the checkpoint from the training run",
+        )
+    return args, preprocessing
+
+
+def model_from_checkpoint(ckpt: Checkpoint) -> Seq2Seq:
+    """Rebuild the model from its stored arguments; load the weights strictly."""
+    try:
+        model = Seq2Seq(**ckpt.model_args)
         model.load_state_dict(ckpt.model_state, strict=True)
-    except (RuntimeError, KeyError, TypeError) as err:
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
         first = str(err).strip().splitlines()[0]
         raise CheckpointError(
-            f"checkpoint {ckpt.path}: the weights do not match its config and vocabularies "
-            f"({first[:200]})",
+            f"checkpoint {ckpt.path}: the weights do not match its model arguments and "
+            f"vocabularies ({first[:200]})",
             "the file is inconsistent; re-create it from the training run",
         ) from None
     return model

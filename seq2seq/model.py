@@ -51,6 +51,15 @@ class Seq2Seq(nn.Module):
         dropout: float,
     ) -> None:
         super().__init__()
+        # the constructor's arguments: what a checkpoint needs to rebuild this model
+        self.args = {
+            "src_vocab_size": src_vocab_size,
+            "tgt_vocab_size": tgt_vocab_size,
+            "emb_dim": emb_dim,
+            "hidden_dim": hidden_dim,
+            "num_layers": num_layers,
+            "dropout": dropout,
+        }
         self.src_emb = nn.Embedding(src_vocab_size, emb_dim, padding_idx=PAD)
         self.tgt_emb = nn.Embedding(tgt_vocab_size, emb_dim, padding_idx=PAD)
         between = dropout if num_layers > 1 else 0.0  # dropout between stacked LSTM layers

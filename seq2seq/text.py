@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import functools
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import polars as pl
 
+from seq2seq.errors import DataError
 from seq2seq.vocab import SPECIALS, UNK, Vocab
 
 TOKEN_PATTERN = r"\w+|[^\w\s]"
@@ -39,6 +42,40 @@ MAX_CHARS_PER_TOKEN = 50
 _INVISIBLE = r"[[\p{Cc}\p{Cf}]--\s]"
 # A run of 2+ whitespace characters, or one that is not a plain space (a lone space stays).
 _WHITESPACE = r"\s{2,}|[\s--[ ]]"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a model's training data was made: what translating for it must repeat.
+
+    Written by the reverse stage as `prepared/meta.json` (the one truth), copied into every
+    checkpoint. `max_source_tokens`: the longest training source, in tokens.
+    """
+
+    source_lang: str
+    target_lang: str
+    lowercase: bool
+    reverse_source: bool
+    max_source_tokens: int
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], where: str) -> Preprocessing:
+        missing = [k for k in cls.__dataclass_fields__ if k not in raw]
+        if missing:
+            raise DataError(
+                f"{where} does not say how its data was prepared (missing {', '.join(missing)})",
+                "rebuild it with this version's data stages (`dvc repro reverse`, then train)",
+            )
+        return cls(
+            str(raw["source_lang"]),
+            str(raw["target_lang"]),
+            bool(raw["lowercase"]),
+            bool(raw["reverse_source"]),
+            int(raw["max_source_tokens"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @functools.cache

@@ -74,7 +74,8 @@ def make_prepared(folder: Path, n_train: int = 192, n_valid: int = 24, seed: int
         frame.write_parquet(folder / f"{split}.parquet")
     src_vocab.save(folder / "vocab.src.json")
     tgt_vocab.save(folder / "vocab.tgt.json")
-    meta = {"source_lang": "de", "target_lang": "en", "lowercase": True, "reverse_source": True}
+    meta = {"source_lang": "de", "target_lang": "en", "lowercase": True, "reverse_source": True,
+            "max_source_tokens": 6}  # fmt: skip
     (folder / "meta.json").write_text(json.dumps({**meta, "rows": sizes}))
     return folder
 

@@ -18,13 +18,21 @@ from seq2seq.checkpoint import (
 )
 from seq2seq.errors import CheckpointError, DataError
 from seq2seq.model import Seq2Seq
+from seq2seq.text import Preprocessing
 from seq2seq.vocab import Vocab
 
 CONFIG = {
     "model": {"emb_dim": 8, "hidden_dim": 16, "num_layers": 2, "dropout": 0.1},
-    "data": {"lowercase": True, "reverse_source": True, "max_len": 50},
+    "data": {
+        "source_lang": "de",
+        "target_lang": "en",
+        "lowercase": True,
+        "reverse_source": True,
+        "max_len": 50,
+    },
     "train": {"lr": 0.01, "optimizer": "adam"},
 }
+PREP = Preprocessing("de", "en", lowercase=True, reverse_source=True, max_source_tokens=12)
 SRC = Vocab.from_tokens(["ein", "mann", "hund"])
 TGT = Vocab.from_tokens(["a", "man", "dog", "."])
 
@@ -53,26 +61,31 @@ def outputs(model: Seq2Seq) -> torch.Tensor:
 
 def test_round_trip_restores_model_optimizer_and_metadata(tmp_path):
     model, opt = make_trained()
-    gen = torch.Generator().manual_seed(7)
-    rng = {"torch": torch.get_rng_state(), "generator": gen.get_state()}
     path = save_checkpoint(
         tmp_path / "ckpt",
         model=model,
         optimizer=opt,
         epoch=3,
+        preprocessing=PREP,
         config=CONFIG,
         src_vocab=SRC,
         tgt_vocab=TGT,
         metrics={"val_loss": 1.5, "val_bleu": 12},
-        rng_state=rng,
     )
     assert path == tmp_path / "ckpt" / FILENAME and path.is_file()
     ckpt = load_checkpoint(tmp_path / "ckpt")  # folder form
     assert ckpt.epoch == 3 and ckpt.config == CONFIG and ckpt.format_version == FORMAT_VERSION
     assert ckpt.src_vocab == SRC and ckpt.tgt_vocab == TGT
     assert ckpt.metrics == {"val_loss": 1.5, "val_bleu": 12.0}
-    assert torch.equal(ckpt.rng_state["generator"], gen.get_state())
-    assert ckpt.rng_state["torch"].dtype == torch.uint8
+    assert ckpt.preprocessing == PREP
+    assert ckpt.model_args == {
+        "src_vocab_size": len(SRC),
+        "tgt_vocab_size": len(TGT),
+        "emb_dim": 8,
+        "hidden_dim": 16,
+        "num_layers": 2,
+        "dropout": 0.1,
+    }
 
     restored = model_from_checkpoint(ckpt)
     assert torch.equal(outputs(restored), outputs(model))
@@ -96,13 +109,14 @@ def test_file_path_without_optimizer_and_ddp_style_wrapper(tmp_path):
         tmp_path / "m.pt",
         model=Wrapper(model),
         epoch=1,
+        preprocessing=PREP,
         config=CONFIG,
         src_vocab=SRC,
         tgt_vocab=TGT,
     )
     ckpt = load_checkpoint(path)
     assert not any(k.startswith("module.") for k in ckpt.model_state)
-    assert ckpt.optimizer_state is None and ckpt.metrics == {} and ckpt.rng_state is None
+    assert ckpt.optimizer_state is None and ckpt.metrics == {}
     assert torch.equal(outputs(model_from_checkpoint(ckpt)), outputs(model))
 
 
@@ -113,6 +127,7 @@ def test_config_must_be_json_able(tmp_path):
             tmp_path / "x.pt",
             model=model,
             epoch=0,
+            preprocessing=PREP,
             config={"path": Path("a")},
             src_vocab=SRC,
             tgt_vocab=TGT,
@@ -128,6 +143,7 @@ def saved(tmp_path) -> Path:
         model=model,
         optimizer=opt,
         epoch=1,
+        preprocessing=PREP,
         config=CONFIG,
         src_vocab=SRC,
         tgt_vocab=TGT,
@@ -207,15 +223,40 @@ def test_tampered_or_foreign_contents(saved, tmp_path):
         load_checkpoint(tmp_path / "list.pt")
 
 
-def test_weights_that_do_not_match_the_config(saved, tmp_path):
-    wrong = {**CONFIG, "model": {**CONFIG["model"], "hidden_dim": 32}}
-    ckpt = load_checkpoint(_tamper(saved, tmp_path / "wrong.pt", config=wrong))
+def test_weights_that_do_not_match_the_model_args(saved, tmp_path):
+    raw = torch.load(saved, weights_only=True)
+    wrong = {**raw["model_args"], "hidden_dim": 32}
+    ckpt = load_checkpoint(_tamper(saved, tmp_path / "wrong.pt", model_args=wrong))
     with pytest.raises(CheckpointError, match="do not match"):
         model_from_checkpoint(ckpt)
-    ckpt = load_checkpoint(_tamper(saved, tmp_path / "nomodel.pt", config={"data": {}}))
-    with pytest.raises(CheckpointError, match="config\\['model'\\]"):
-        model_from_checkpoint(ckpt)
+    partial = {k: v for k, v in raw["model_args"].items() if k != "num_layers"}
+    with pytest.raises(CheckpointError, match="how to build its model .*num_layers"):
+        load_checkpoint(_tamper(saved, tmp_path / "partial.pt", model_args=partial))
     bigger = Vocab.from_tokens(["ein", "mann", "hund", "katze"])
-    ckpt = load_checkpoint(_tamper(saved, tmp_path / "vocab.pt", src_vocab=list(bigger.itos)))
     with pytest.raises(CheckpointError, match="do not match"):
-        model_from_checkpoint(ckpt)
+        load_checkpoint(_tamper(saved, tmp_path / "vocab.pt", src_vocab=list(bigger.itos)))
+
+
+def test_preprocessing_is_required_and_the_config_is_only_a_record(saved, tmp_path):
+    raw = torch.load(saved, weights_only=True)
+    no_rev = {k: v for k, v in raw["preprocessing"].items() if k != "reverse_source"}
+    with pytest.raises(CheckpointError, match="how its data was prepared .*reverse_source"):
+        load_checkpoint(_tamper(saved, tmp_path / "noprep.pt", preprocessing=no_rev))
+    ckpt = load_checkpoint(_tamper(saved, tmp_path / "noconfig.pt", config={"data": {}}))
+    assert ckpt.preprocessing == PREP  # the config is never read back
+    model_from_checkpoint(ckpt)
+
+
+def test_version_1_checkpoints_still_load(saved, tmp_path):
+    """Version 1 stored only the config: model and preprocessing are derived from it."""
+    v1 = _tamper(saved, tmp_path / "v1.pt", format_version=1, model_args=None, preprocessing=None)
+    ckpt = load_checkpoint(v1)
+    assert ckpt.format_version == 1
+    assert ckpt.preprocessing == Preprocessing("de", "en", True, True, max_source_tokens=50)
+    model, _ = make_trained()
+    assert torch.equal(outputs(model_from_checkpoint(ckpt)), outputs(model))
+    raw = torch.load(v1, weights_only=True)
+    raw["config"] = {"model": CONFIG["model"]}
+    torch.save(raw, tmp_path / "v1-nodata.pt")
+    with pytest.raises(CheckpointError, match="how its data was prepared"):
+        load_checkpoint(tmp_path / "v1-nodata.pt")

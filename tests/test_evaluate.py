@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.stages import download, evaluate, preprocess
+from pipeline.stages.train import prepared_meta
 from seq2seq.batching import ParallelCorpus
 from seq2seq.checkpoint import save_checkpoint
 from seq2seq.errors import CheckpointError
@@ -70,6 +71,7 @@ def _build() -> Config:
     best = Path(cfg.paths.models) / "best"
     save_checkpoint(
         best, model=model, optimizer=opt, epoch=1, config=cfg.model_dump(),
+        preprocessing=prepared_meta(prepared),
         src_vocab=src_vocab, tgt_vocab=tgt_vocab, metrics={"val_bleu": 0.0},
     )  # fmt: skip
     (best / "info.json").write_text(json.dumps({"trial_id": "abc_00001", "mlflow_run_id": "r1"}))

@@ -202,6 +202,8 @@ def test_reverse_flips_source_only(cfg: Config) -> None:
     preprocess.clean(cfg)
     preprocess.tokenize(cfg)
     meta = preprocess.reverse(cfg)
+    train_ids = pl.read_parquet(Path(cfg.paths.prepared) / "train.parquet")["src_ids"].to_list()
+    assert meta["max_source_tokens"] > 0
     for split in ("train", "valid", "test"):
         tokens = pl.read_parquet(Path(cfg.paths.tokens) / f"{split}.parquet")
         prepared = pl.read_parquet(Path(cfg.paths.prepared) / f"{split}.parquet")
@@ -215,6 +217,7 @@ def test_reverse_flips_source_only(cfg: Config) -> None:
         "target_lang": "en",
         "lowercase": True,
         "reverse_source": True,
+        "max_source_tokens": max(len(ids) for ids in train_ids),
         "rows": {"train": 5, "valid": 3, "test": 3},
         "vocab_size": {"src": len(Vocab.load(Path(cfg.paths.prepared) / "vocab.src.json")),
                        "tgt": len(Vocab.load(Path(cfg.paths.prepared) / "vocab.tgt.json"))},

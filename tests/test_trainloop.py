@@ -51,3 +51,29 @@ def test_fault_hook_fires_once_on_last_rank(
 
 def test_global_stats_single_process() -> None:
     assert trainloop._global_stats(2.5, 1000, 2.0) == pytest.approx((2.5, 500.0))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "shown"),
+    [("data.reverse_source", False, "true"), ("data.lowercase", False, "true"),
+     ("data.source_lang", "fr", "de")],
+)  # fmt: skip
+def test_config_that_disagrees_with_the_prepared_data_is_refused(tmp_path, key, value, shown):
+    from pipeline.errors import UserError
+    from pipeline.stages.train import check_prepared
+
+    folder = make_prepared(tmp_path / "prep")
+    cfg = Config().with_overrides({"paths.prepared": str(folder)})
+    assert check_prepared(cfg) == folder.resolve()
+    with pytest.raises(UserError, match=f"prepared with {key}={shown}, but the config says"):
+        check_prepared(cfg.with_overrides({key: value}))
+
+
+def test_prepared_data_without_meta_is_refused(tmp_path):
+    from pipeline.errors import UserError
+    from pipeline.stages.train import check_prepared
+
+    folder = make_prepared(tmp_path / "prep")
+    (folder / "meta.json").unlink()
+    with pytest.raises(UserError, match="meta.json is missing"):
+        check_prepared(Config().with_overrides({"paths.prepared": str(folder)}))

@@ -18,6 +18,7 @@ from pipeline.stages import translate as stage
 from seq2seq.checkpoint import load_checkpoint, save_checkpoint
 from seq2seq.errors import CheckpointError
 from seq2seq.model import Seq2Seq
+from seq2seq.text import Preprocessing
 from seq2seq.vocab import EOS, PAD, SOS, UNK, Vocab
 
 PAIRS = [
@@ -79,8 +80,15 @@ def ckpt_dir(tmp_path_factory) -> Path:
         {"model.emb_dim": 32, "model.hidden_dim": 64, "model.num_layers": 1, "model.dropout": 0.0}
     )
     folder = tmp_path_factory.mktemp("models") / "best"
+    prep = Preprocessing("de", "en", lowercase=True, reverse_source=True, max_source_tokens=50)
     save_checkpoint(
-        folder, model=model, epoch=1, config=cfg.model_dump(), src_vocab=sv, tgt_vocab=tv
+        folder,
+        model=model,
+        epoch=1,
+        preprocessing=prep,
+        config=cfg.model_dump(),
+        src_vocab=sv,
+        tgt_vocab=tv,
     )
     return folder
 

@@ -149,6 +149,11 @@ def _rows(path: Path) -> int:
     return pl.scan_parquet(path).select(pl.len()).collect().item()
 
 
+def _max_source_tokens(path: Path) -> int:
+    longest = pl.scan_parquet(path).select(pl.col("src_ids").list.len().max()).collect().item()
+    return int(longest or 0)
+
+
 def reverse(cfg: Config) -> dict:
     """paths.tokens -> paths.prepared: source ids reversed (data.reverse_source), vocabularies
     and meta.json: everything training needs. Returns the meta."""
@@ -173,6 +178,7 @@ def reverse(cfg: Config) -> dict:
             "target_lang": d.target_lang,
             "lowercase": d.lowercase,
             "reverse_source": d.reverse_source,
+            "max_source_tokens": _max_source_tokens(tmp / "train.parquet"),
             "rows": {split: _rows(tmp / f"{split}.parquet") for split in SPLITS},
             "vocab_size": {s: len(Vocab.load(p)) for s, p in zip(SIDES, vocab_files, strict=True)},
         }

@@ -22,12 +22,14 @@ from pipeline import raycluster, tracking
 from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.ui import info
+from seq2seq.text import Preprocessing
 
-PREPARED_FILES = ("train.parquet", "valid.parquet", "vocab.src.json", "vocab.tgt.json")
+PREPARED_FILES = ("train.parquet", "valid.parquet", "vocab.src.json", "vocab.tgt.json", "meta.json")
 
 
 def check_prepared(cfg: Config) -> Path:
-    """The absolute prepared-data folder, or a UserError naming the missing file."""
+    """The absolute prepared-data folder, once its files exist and its meta.json (the one truth
+    about how the data was made) agrees with the config; else a UserError naming the fix."""
     folder = Path(cfg.paths.prepared).resolve()
     for name in PREPARED_FILES:
         if not (folder / name).is_file():
@@ -35,7 +37,34 @@ def check_prepared(cfg: Config) -> Path:
                 f"{folder / name} is missing: the training data has not been prepared",
                 fix="run `dvc repro reverse` (or pipeline download, clean, tokenize, reverse)",
             )
+    prep = prepared_meta(folder)
+    for key in ("source_lang", "target_lang", "lowercase", "reverse_source"):
+        made, wanted = getattr(prep, key), getattr(cfg.data, key)
+        if made != wanted:
+            raise UserError(
+                f"{folder} was prepared with data.{key}={_yaml(made)}, but the config says "
+                f"{_yaml(wanted)}: the model would be trained on other data than the config "
+                "describes",
+                fix="rebuild the data with this config (`dvc repro reverse`) or set "
+                f"data.{key}={_yaml(made)}",
+            )
     return folder
+
+
+def prepared_meta(folder: Path) -> Preprocessing:
+    """The prepared data's meta.json as the Preprocessing every checkpoint stores."""
+    try:
+        raw = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"{folder / 'meta.json'} is unreadable ({err})",
+            fix="rebuild the data (`dvc repro reverse`)",
+        ) from None
+    return Preprocessing.from_dict(raw, str(folder / "meta.json"))
+
+
+def _yaml(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def check_bf16(cfg: Config) -> None:
@@ -177,6 +206,7 @@ def run(cfg: Config, verbose: bool = False, fresh: bool = False) -> dict[str, An
         tags=tracking.base_tags(cfg, "pipeline train"),
         params=tracking.config_params(cfg),
     )
+    tracking.log_inputs(client, run_id, tracking.dataset_inputs(cfg, ("train", "valid"), prepared))
     cluster = raycluster.init(cfg, verbose=verbose)
     gpu = raycluster.use_gpu(cfg, cluster)
     info(
@@ -209,5 +239,5 @@ def run(cfg: Config, verbose: bool = False, fresh: bool = False) -> dict[str, An
     tracking.close_run(client, run_id, ok=True)
     info(epoch_line(final, cfg.train.epochs, prefix="done: "))
     info(f"checkpoint: {result.checkpoint.path if result.checkpoint else '-'}")
-    info(f"MLflow run {run_id}; {tracking.ui_hint(client)}")
+    info(f"MLflow run {run_id}; {tracking.ui_hint(client, exp_id)}")
     return final

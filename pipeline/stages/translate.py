@@ -7,7 +7,7 @@ stdout gets exactly one translation per input line, in order; everything else go
 
 Decisions: no input at all prints nothing and succeeds (like `cat`); an empty or blank line
 translates to an empty line without touching the model; a line longer than
-`SOURCE_LIMIT_FACTOR * data.max_len` tokens (4x the longest training sentence) keeps its first
+`SOURCE_LIMIT_FACTOR` x the longest training source (in tokens) keeps its first
 that many tokens, with a warning on stderr, so one runaway line cannot stall a batch.
 """
 
@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from pipeline import ui
 from pipeline.errors import UserError
 from seq2seq.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
-from seq2seq.errors import CheckpointError
 from seq2seq.evaluation import DecodeSpec, translate_texts
 from seq2seq.text import prepare_source
 
@@ -52,35 +50,22 @@ def read_input(sentences: list[str] | None, input_file: Path | None) -> list[str
         ) from None
 
 
-def _data_setting(ckpt: Checkpoint, key: str) -> Any:
-    data = ckpt.config.get("data") if isinstance(ckpt.config, dict) else None
-    if not isinstance(data, dict) or key not in data:
-        raise CheckpointError(
-            f"checkpoint {ckpt.path} has no config['data']['{key}'], so its preprocessing is "
-            "unknown",
-            "use a checkpoint written by pipeline train/tune",
-        )
-    return data[key]
-
-
 def prepare(ckpt: Checkpoint, texts: list[str]) -> list[list[int]]:
-    """Texts -> source id lists as the model was trained on; over-long lines cut (warned)."""
-    reverse = bool(_data_setting(ckpt, "reverse_source"))
+    """Texts -> source id lists as the model was trained on (the checkpoint's preprocessing);
+    over-long lines cut (warned)."""
+    prep = ckpt.preprocessing
     ids = prepare_source(
-        texts,
-        lowercase=bool(_data_setting(ckpt, "lowercase")),
-        reverse=reverse,
-        vocab=ckpt.src_vocab,
+        texts, lowercase=prep.lowercase, reverse=prep.reverse_source, vocab=ckpt.src_vocab
     )
-    limit = SOURCE_LIMIT_FACTOR * int(_data_setting(ckpt, "max_len"))
+    limit = SOURCE_LIMIT_FACTOR * max(prep.max_source_tokens, 1)
     for line, seq in enumerate(ids, start=1):
         if len(seq) > limit:
             ui.console.print(
                 f"[yellow]warning:[/] line {line} has {len(seq)} tokens; translating its first "
-                f"{limit} ({SOURCE_LIMIT_FACTOR} x data.max_len of the checkpoint)",
+                f"{limit} ({SOURCE_LIMIT_FACTOR} x the longest training source)",
                 highlight=False,
             )
-            ids[line - 1] = seq[-limit:] if reverse else seq[:limit]  # reversed: first = last
+            ids[line - 1] = seq[-limit:] if prep.reverse_source else seq[:limit]
     return ids
 
 
