@@ -15,8 +15,10 @@ from typing import Annotated
 
 import typer
 
-from pipeline.config import Config, load_config
+from pipeline.config import Config, EvaluateConfig, load_config
 from seq2seq.errors import DataError
+
+DECODE = EvaluateConfig()  # translate's defaults: the config schema's
 
 app = typer.Typer(
     name="pipeline",
@@ -174,10 +176,10 @@ def translate(
     input_file: Annotated[
         Path | None, typer.Option("--file", "-f", help="Translate each line of this file.")
     ] = None,
-    beam_size: Annotated[int, typer.Option(min=1, help="1 means greedy.")] = 5,
+    beam_size: Annotated[int, typer.Option(min=1, help="1 means greedy.")] = DECODE.beam_size,
     batch_size: Annotated[
         int, typer.Option(min=1, help="Decoder rows per batch: sentences x beam size.")
-    ] = 256,
+    ] = DECODE.batch_size,
 ) -> None:
     """Translate sentences with a checkpoint (its own cleaning, tokenisation and reversal)."""
     from pipeline.stages import translate as stage

@@ -3,10 +3,16 @@
 Every default lives here; params.yaml repeats them with a comment per key. Unknown keys, wrong
 types and out-of-range values are rejected before any work starts, with the key's path in the
 message. `load_config(path, overrides)` is the only reader of params.yaml in the project.
+
+Environment variables: one rule for all of them, `from_env` below. A key set in params.yaml (or
+by --set / -S) wins; the variable fills a key left null: `ray.address` <- RAY_ADDRESS,
+`mlflow.tracking_uri` <- MLFLOW_TRACKING_URI, `data.mirror` <- SEQ2SEQ_DATA_MIRROR.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +20,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import UserError
+from seq2seq import search
+
+ENV_FALLBACKS = {
+    "ray.address": "RAY_ADDRESS",
+    "mlflow.tracking_uri": "MLFLOW_TRACKING_URI",
+    "data.mirror": "SEQ2SEQ_DATA_MIRROR",
+}
+
+
+def from_env(key: str, value: str | None, env: Mapping[str, str] | None = None) -> str | None:
+    """The value of config `key`: its own when set, else its environment variable's (if any)."""
+    env = os.environ if env is None else env
+    return value or env.get(ENV_FALLBACKS[key]) or None
 
 
 class _Section(BaseModel):
@@ -156,10 +175,17 @@ class TuneConfig(_Section):
 
 # ------------------------------------------------------------------------------------- evaluate
 class EvaluateConfig(_Section):
+    """Decoding settings: evaluate, validation BLEU and `pipeline translate` all default to
+    these (the library's decoding defaults; the beam width is the application's)."""
+
     beam_size: int = Field(5, ge=1)
-    length_penalty: float = Field(1.0, ge=0.0, description="beam score / length**alpha")
-    max_len_ratio: float = Field(2.0, gt=0, description="decode up to ratio * source length + 10")
-    batch_size: int = Field(256, ge=1)
+    length_penalty: float = Field(
+        search.DEFAULT_LENGTH_PENALTY, ge=0.0, description="beam score / length**alpha"
+    )
+    max_len_ratio: float = Field(
+        search.DEFAULT_MAX_LEN_RATIO, gt=0, description="decode up to ratio * source length + 10"
+    )
+    batch_size: int = Field(search.DEFAULT_BATCH_ROWS, ge=1)
     num_examples: int = Field(20, ge=0)
     length_buckets: list[int] = Field(default_factory=lambda: [10, 20, 30, 40])
 

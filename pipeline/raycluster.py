@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from pipeline.config import Config
+from pipeline.config import Config, from_env
 from pipeline.tracking import project_root
 
 TRIAL_DRIVER = "trial_driver"  # token resource: one per concurrent Tune trial driver
@@ -70,7 +70,7 @@ def init(cfg: Config, *, verbose: bool = False, trial_drivers: int = 0) -> Clust
     env = prepare_env(cfg, verbose)
     import ray
 
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    address = from_env("ray.address", cfg.ray.address)
     kwargs: dict = {
         "logging_level": logging.INFO if verbose else logging.ERROR,
         "log_to_driver": True,

@@ -14,7 +14,12 @@ from torch import nn
 
 from seq2seq.detok import detokenize
 from seq2seq.metrics import BleuResult, corpus_bleu
-from seq2seq.search import translate_ids
+from seq2seq.search import (
+    DEFAULT_BATCH_ROWS,
+    DEFAULT_LENGTH_PENALTY,
+    DEFAULT_MAX_LEN_RATIO,
+    translate_ids,
+)
 from seq2seq.vocab import Vocab
 
 
@@ -23,9 +28,9 @@ class DecodeSpec:
     """How to decode: beam_size 1 is greedy."""
 
     beam_size: int = 1
-    batch_size: int = 256  # decoder rows per batch: sentences x beam_size (translate_ids)
-    max_len_ratio: float = 2.0
-    length_penalty: float = 1.0
+    batch_size: int = DEFAULT_BATCH_ROWS  # decoder rows per batch: sentences x beam_size
+    max_len_ratio: float = DEFAULT_MAX_LEN_RATIO
+    length_penalty: float = DEFAULT_LENGTH_PENALTY
 
 
 def translate_texts(

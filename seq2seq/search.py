@@ -29,6 +29,11 @@ from torch import Tensor
 
 from seq2seq.vocab import EOS, PAD, SOS
 
+# Decoding defaults: the one source (DecodeSpec and pipeline's EvaluateConfig derive from them).
+DEFAULT_BATCH_ROWS = 256  # decoder rows per batch: sentences x beam size
+DEFAULT_MAX_LEN_RATIO = 2.0  # decode up to ratio x source length + 10 tokens
+DEFAULT_LENGTH_PENALTY = 1.0  # finished beam hypotheses are ranked by log-prob / len**this
+
 CHECK_EVERY = 8  # steps between "all finished?" host syncs on an accelerator
 CPU_CHECK_EVERY = 1  # ... and on the CPU, where a check is free
 
@@ -117,7 +122,7 @@ def beam_search(
     *,
     beam_size: int,
     max_len: int | Tensor,
-    length_penalty: float = 1.0,
+    length_penalty: float = DEFAULT_LENGTH_PENALTY,
 ) -> list[list[int]]:
     """Beam search over a batch: src (B, S), src_lens (B,) -> the best hypothesis per sentence.
 
@@ -211,10 +216,10 @@ def translate_ids(
     sequences: Sequence[Sequence[int]],
     *,
     beam_size: int = 1,
-    batch_size: int = 64,
-    max_len_ratio: float = 2.0,
+    batch_size: int = DEFAULT_BATCH_ROWS,
+    max_len_ratio: float = DEFAULT_MAX_LEN_RATIO,
     device: torch.device | str = "cpu",
-    length_penalty: float = 1.0,
+    length_penalty: float = DEFAULT_LENGTH_PENALTY,
     progress: Callable[..., None] | None = None,
 ) -> list[list[int]]:
     """Decode many source id sequences (as stored: reversed, no specials) in batches.

@@ -65,3 +65,13 @@ def test_search_space_must_name_real_keys():
 
 def test_missing_params_file_means_defaults(tmp_path):
     assert load_config(tmp_path / "absent.yaml") == Config()
+
+
+def test_one_env_rule_params_win_env_fills_nulls():
+    from pipeline.config import ENV_FALLBACKS, from_env
+
+    env = {var: f"from-env-{var}" for var in ENV_FALLBACKS.values()}
+    for key, var in ENV_FALLBACKS.items():
+        assert from_env(key, "from-params", env) == "from-params"
+        assert from_env(key, None, env) == f"from-env-{var}"
+        assert from_env(key, None, {}) is None

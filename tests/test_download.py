@@ -114,22 +114,22 @@ def test_previous_files_are_reused_without_network(multi30k_dir, tmp_path, capsy
     assert "6 file(s) reused" in capsys.readouterr().err.replace("\n", " ")
 
 
-def test_env_mirror_overrides_the_config(multi30k_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("SEQ2SEQ_DATA_MIRROR", str(multi30k_dir))
+def test_env_mirror_fills_a_null_and_the_params_value_wins(multi30k_dir, tmp_path, monkeypatch):
+    """The project's precedence rule: a params value wins, an environment variable fills a null."""
+    monkeypatch.setenv("SEQ2SEQ_DATA_MIRROR", closed_port_url())
     download.run(
         config(
             tmp_path,
             **{
                 "data.corpus": "multi30k",
                 "data.target_lang": "fr",
-                "data.mirror": closed_port_url(),
+                "data.mirror": str(multi30k_dir),
             },
         )
     )
     m = manifest(tmp_path)
     assert m["mirror"] == str(multi30k_dir) and m["splits"]["valid"]["pairs"] == 1_014
-    monkeypatch.setenv("SEQ2SEQ_DATA_MIRROR", closed_port_url())
-    with pytest.raises(UserError) as err:
+    with pytest.raises(UserError) as err:  # data.mirror null: the (unreachable) env mirror is used
         download.run(config(tmp_path / "b", **{"data.corpus": "multi30k"}))
     assert "cannot reach http://127.0.0.1" in str(err.value)
     assert "data.mirror" in err.value.fix and "SEQ2SEQ_DATA_MIRROR" in err.value.fix

@@ -3,13 +3,13 @@
 Writes `{train,valid,test}.parquet` (Utf8 `src`, `tgt`), `manifest.json` (corpus, direction,
 per input file its source, sha256 and line count, per split its pairs and the parquet's sha256)
 and `files/` (the downloaded originals) in one atomic folder swap: a failure leaves the previous
-outputs as they were. The mirror comes from env SEQ2SEQ_DATA_MIRROR, else `data.mirror`.
+outputs as they were. The mirror is `data.mirror`, or env SEQ2SEQ_DATA_MIRROR when that is null
+(the project's rule: a params value wins, an environment variable fills a null).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,20 +17,18 @@ from typing import Any
 from rich.markup import escape
 
 from pipeline import ui
-from pipeline.config import Config
+from pipeline.config import Config, from_env
 from pipeline.errors import UserError
 from seq2seq.corpora import files, generated, multi30k, tatoeba
 from seq2seq.corpora.common import SPLITS, CorpusResult
 from seq2seq.corpora.fetch import UnreachableError, sha256_file
 from seq2seq.io import atomic_dir, write_json
 
-MIRROR_ENV = "SEQ2SEQ_DATA_MIRROR"
-
 
 def run(cfg: Config) -> None:
     """Fetch/generate the corpus of `cfg.data` and replace `cfg.paths.raw` with it."""
     data, raw = cfg.data, Path(cfg.paths.raw)
-    mirror = os.environ.get(MIRROR_ENV) or data.mirror
+    mirror = from_env("data.mirror", data.mirror)
     _check_config(cfg)
     bar = (
         contextlib.nullcontext(None)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import raycluster, tracking
-from pipeline.config import Config
+from pipeline.config import Config, from_env
 from pipeline.errors import UserError
 from pipeline.ui import info
 from seq2seq.text import Preprocessing
@@ -71,9 +71,8 @@ def check_bf16(cfg: Config) -> None:
     """Refuse `train.bf16: on` before any work when this machine's CPU workers cannot run it
     (a real probe, `seq2seq.training.bf16_problem`). Checked where the workers are known to be
     this machine's CPUs (a local cluster, no GPU); on other workers the same check runs there."""
-    import os
 
-    if cfg.train.bf16 != "on" or cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+    if cfg.train.bf16 != "on" or from_env("ray.address", cfg.ray.address):
         return
     import torch
 
@@ -88,7 +87,7 @@ def run_key(cfg: Config, prepared: Path, prefix: str = "train", extra: Any = Non
     """Deterministic run name: same config + same data -> same name (-> resume)."""
     h = hashlib.sha256()
     parts = {k: cfg.model_dump()[k] for k in ("data", "model", "train")}
-    parts["valid_decoding"] = [cfg.evaluate.batch_size, cfg.evaluate.max_len_ratio]
+    parts["valid_decoding"] = cfg.evaluate.max_len_ratio  # batch_size: speed only, not results
     parts["extra"] = extra
     h.update(json.dumps(parts, sort_keys=True, default=str).encode())
     for name in PREPARED_FILES:

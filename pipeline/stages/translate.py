@@ -19,14 +19,13 @@ from pathlib import Path
 import torch
 
 from pipeline import ui
+from pipeline.config import EvaluateConfig
 from pipeline.errors import UserError
 from seq2seq.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
 from seq2seq.evaluation import DecodeSpec, translate_texts
 from seq2seq.text import prepare_source
 
 SOURCE_LIMIT_FACTOR = 4
-DEFAULT_MAX_LEN_RATIO = 2.0
-DEFAULT_LENGTH_PENALTY = 1.0
 
 
 def read_input(sentences: list[str] | None, input_file: Path | None) -> list[str]:
@@ -70,13 +69,9 @@ def prepare(ckpt: Checkpoint, texts: list[str]) -> list[list[int]]:
 
 
 def _decoding(ckpt: Checkpoint) -> tuple[float, float]:
-    """max_len_ratio and length_penalty from the checkpoint's evaluate section, if any."""
-    ev = ckpt.config.get("evaluate") if isinstance(ckpt.config, dict) else None
-    ev = ev if isinstance(ev, dict) else {}
-    return (
-        float(ev.get("max_len_ratio", DEFAULT_MAX_LEN_RATIO)),
-        float(ev.get("length_penalty", DEFAULT_LENGTH_PENALTY)),
-    )
+    """max_len_ratio and length_penalty: the config schema's decoding defaults."""
+    defaults = EvaluateConfig()
+    return defaults.max_len_ratio, defaults.length_penalty
 
 
 def run(
