@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import UserError
-from seq2seq import search
+from seq2seq import defaults
 
 ENV_FALLBACKS = {
     "ray.address": "RAY_ADDRESS",
@@ -180,12 +180,12 @@ class EvaluateConfig(_Section):
 
     beam_size: int = Field(5, ge=1)
     length_penalty: float = Field(
-        search.DEFAULT_LENGTH_PENALTY, ge=0.0, description="beam score / length**alpha"
+        defaults.DEFAULT_LENGTH_PENALTY, ge=0.0, description="beam score / length**alpha"
     )
     max_len_ratio: float = Field(
-        search.DEFAULT_MAX_LEN_RATIO, gt=0, description="decode up to ratio * source length + 10"
+        defaults.DEFAULT_MAX_LEN_RATIO, gt=0, description="decode up to ratio * source length + 10"
     )
-    batch_size: int = Field(search.DEFAULT_BATCH_ROWS, ge=1)
+    batch_size: int = Field(defaults.DEFAULT_BATCH_ROWS, ge=1)
     num_examples: int = Field(20, ge=0)
     length_buckets: list[int] = Field(default_factory=lambda: [10, 20, 30, 40])
 

@@ -12,14 +12,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from seq2seq.defaults import DEFAULT_BATCH_ROWS, DEFAULT_LENGTH_PENALTY, DEFAULT_MAX_LEN_RATIO
 from seq2seq.detok import detokenize
 from seq2seq.metrics import BleuResult, corpus_bleu
-from seq2seq.search import (
-    DEFAULT_BATCH_ROWS,
-    DEFAULT_LENGTH_PENALTY,
-    DEFAULT_MAX_LEN_RATIO,
-    translate_ids,
-)
+from seq2seq.search import translate_ids
 from seq2seq.vocab import Vocab
 
 

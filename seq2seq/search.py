@@ -27,12 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from seq2seq.defaults import DEFAULT_BATCH_ROWS, DEFAULT_LENGTH_PENALTY, DEFAULT_MAX_LEN_RATIO
 from seq2seq.vocab import EOS, PAD, SOS
-
-# Decoding defaults: the one source (DecodeSpec and pipeline's EvaluateConfig derive from them).
-DEFAULT_BATCH_ROWS = 256  # decoder rows per batch: sentences x beam size
-DEFAULT_MAX_LEN_RATIO = 2.0  # decode up to ratio x source length + 10 tokens
-DEFAULT_LENGTH_PENALTY = 1.0  # finished beam hypotheses are ranked by log-prob / len**this
 
 CHECK_EVERY = 8  # steps between "all finished?" host syncs on an accelerator
 CPU_CHECK_EVERY = 1  # ... and on the CPU, where a check is free
