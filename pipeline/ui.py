@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -41,7 +42,7 @@ def progress(description: str, total: float | None = None) -> Iterator[Callable[
         task = bar.add_task(description, total=total)
 
         def advance(n: float = 1, total: float | None = None, description: str | None = None):
-            kwargs = {}
+            kwargs: dict[str, Any] = {}
             if total is not None:
                 kwargs["total"] = total
             if description is not None:

@@ -73,7 +73,7 @@ class _Joiner:
 
 
 def _apostrophe(j: _Joiner, token: str, prev: str | None, nxt: str | None) -> None:
-    if _is_word(prev) and _is_word(nxt):
+    if prev is not None and nxt is not None and _is_word(prev) and _is_word(nxt):
         if nxt in EN_CLITICS or not prev.endswith("s") or len(prev) == 1:
             j.add(token, False, glue_next=True)  # don't, dog's, l'homme, aujourd'hui, s'il
         else:

@@ -34,10 +34,14 @@ State = tuple[Tensor, Tensor]  # (h, c), each (L, B, H)
 class ModelSpec(Protocol):
     """What the model needs from a config section (pipeline's `cfg.model` satisfies it)."""
 
-    emb_dim: int
-    hidden_dim: int
-    num_layers: int
-    dropout: float
+    @property
+    def emb_dim(self) -> int: ...
+    @property
+    def hidden_dim(self) -> int: ...
+    @property
+    def num_layers(self) -> int: ...
+    @property
+    def dropout(self) -> float: ...
 
 
 class Seq2Seq(nn.Module):
@@ -121,7 +125,7 @@ class Seq2Seq(nn.Module):
         """
         steps = tgt.shape[1] - 1
         plan = _StepPlan(_host_bools(tf_mask, steps), _host_ints(tgt_lens), steps, tgt.device)
-        h, c = self.encode(src, src_lens)
+        h, c = self.encode(src, torch.as_tensor(src_lens))
         if plan.order is not None:  # longest target first: a segment's live rows are a prefix
             tgt = tgt.index_select(0, plan.order)
             h, c = h.index_select(1, plan.order), c.index_select(1, plan.order)
@@ -142,7 +146,9 @@ class Seq2Seq(nn.Module):
         became the next segment's first input."""
         emb = self.dropout(self.tgt_emb(tgt[:, :-1]))  # (B, T-1, E) reference inputs
         batch = tgt.shape[0]
-        outs, end_logits, pred = [], [], None
+        outs: list[Tensor] = []
+        end_logits: list[Tensor] = []
+        pred = tgt[:, 0]  # replaced by each segment end's argmax before a free segment reads it
         h, c = state
         for (start, stop), live, free in zip(plan.segments, plan.live, plan.free, strict=True):
             x = emb[:live, start:stop]
@@ -195,7 +201,9 @@ class _StepPlan:
         live_at = np.searchsorted(-lens, -np.arange(steps), side="left")  # rows with lens > t
         live_at = np.maximum(live_at, 1)  # a finished batch still runs one row (never empty)
         self.steps = steps
-        self.segments, self.live, self.free = [], [], []
+        self.segments: list[list[int]] = []
+        self.live: list[int] = []
+        self.free: list[bool] = []
         for t in range(steps):
             first = t == 0 or not tf[t] or live_at[t] <= 0.75 * self.live[-1]
             if first:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,20 +26,29 @@ Progress = Callable[..., None]  # progress(n=1, total=None, description=None)
 class OptimSpec(Protocol):
     """What the optimiser needs from a config section (pipeline's `cfg.train` satisfies it)."""
 
-    optimizer: str  # 'adam' | 'sgd'
-    lr: float
-    lr_halving_start: int | None
+    @property
+    def optimizer(self) -> str: ...  # 'adam' | 'sgd'
+    @property
+    def lr(self) -> float: ...
+    @property
+    def lr_halving_start(self) -> int | None: ...
 
 
 class FitSpec(OptimSpec, Protocol):
     """What `fit` needs from a config section (pipeline's `cfg.train` satisfies it)."""
 
-    epochs: int
-    batch_size: int  # sentence pairs per global batch (split across ranks)
-    bucket_pool: int
-    clip_norm: float
-    teacher_forcing: float
-    seed: int
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...  # sentence pairs per global batch (split across ranks)
+    @property
+    def bucket_pool(self) -> int: ...
+    @property
+    def clip_norm(self) -> float: ...
+    @property
+    def teacher_forcing(self) -> float: ...
+    @property
+    def seed(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -216,7 +225,7 @@ def train_epoch(
     model.train()
     total = torch.zeros((), dtype=torch.float64, device=device)
     tokens, n_batches, start = 0, 0, time.perf_counter()
-    size = len(batches) if hasattr(batches, "__len__") else None
+    size = len(batches) if isinstance(batches, Sized) else None
     for batch in batches:
         batch = batch.to(device)
         tf = draw_teacher_forcing(teacher_forcing, batch.tgt.shape[1] - 1, generator)

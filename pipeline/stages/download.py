@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rich.markup import escape
 
@@ -83,7 +83,7 @@ def _materialise(
         return tatoeba.download(
             out,
             files_dir,
-            t.path,
+            cast(str, t.path),  # _check_config refused a null path
             *langs,
             seed=t.seed,
             valid_fraction=t.valid_fraction,
@@ -95,7 +95,7 @@ def _materialise(
         out,
         files_dir,
         f.format,
-        {"train": f.train, "valid": f.valid, "test": f.test},
+        cast(dict[str, str], {"train": f.train, "valid": f.valid, "test": f.test}),  # checked
         *langs,
         source_column=f.source_column,
         target_column=f.target_column,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Final
 
 import polars as pl
 
@@ -21,14 +22,19 @@ from seq2seq.vocab import SPECIALS, Vocab
 
 SPLITS = ("train", "valid", "test")
 SIDES = ("src", "tgt")
-TEXT_SCHEMA = {"src": pl.String, "tgt": pl.String}
-IDS_SCHEMA = {**TEXT_SCHEMA, "src_ids": pl.List(pl.UInt32), "tgt_ids": pl.List(pl.UInt32)}
-STREAMING = "streaming"
+Dtype = pl.DataType | type[pl.DataType]
+TEXT_SCHEMA: dict[str, Dtype] = {"src": pl.String, "tgt": pl.String}
+IDS_SCHEMA: dict[str, Dtype] = {
+    **TEXT_SCHEMA,
+    "src_ids": pl.List(pl.UInt32),
+    "tgt_ids": pl.List(pl.UInt32),
+}
+STREAMING: Final = "streaming"
 # lz4: about 30% less CPU than zstd for these files, about 1.5x their size.
-COMPRESSION = "lz4"
+COMPRESSION: Final = "lz4"
 
 
-def _inputs(folder: str | Path, schema: dict[str, pl.DataType], make: str) -> dict[str, Path]:
+def _inputs(folder: str | Path, schema: dict[str, Dtype], make: str) -> dict[str, Path]:
     """The three split files of `folder`, checked for presence and columns; else DataError."""
     folder = Path(folder)
     fix = f"run `{make}` first (or `dvc repro`)"

@@ -92,7 +92,7 @@ def run_key(cfg: Config, prepared: Path, prefix: str = "train", extra: Any = Non
     h.update(json.dumps(parts, sort_keys=True, default=str).encode())
     for name in PREPARED_FILES:
         with open(prepared / name, "rb") as f:  # in 1 MiB chunks: never a whole split in memory
-            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+            while chunk := f.read(1 << 20):
                 h.update(chunk)
     return f"{prefix}-{h.hexdigest()[:12]}"
 
@@ -118,7 +118,7 @@ def build_trainer(
         use_gpu=gpu,
         resources_per_worker=None if gpu else {"CPU": cfg.train.threads_per_worker},
     )
-    run_config = ray.train.RunConfig(
+    run_config = ray.train.RunConfig(  # type: ignore[call-arg]  # Train V2's (mypy sees V1's)
         name=name,
         storage_path=storage,
         failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),

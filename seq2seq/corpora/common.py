@@ -169,7 +169,8 @@ def read_parallel(
     Different lengths raise DataError with both line counts and both names.
     """
     count = 0
-    for s, t in itertools.zip_longest(src, tgt, fillvalue=[]):
+    empty: list[str] = []
+    for s, t in itertools.zip_longest(src, tgt, fillvalue=empty):
         if len(s) != len(t):
             n_src = count + len(s) + sum(len(c) for c in src)
             n_tgt = count + len(t) + sum(len(c) for c in tgt)

@@ -56,7 +56,9 @@ def write_sample(
     """
     check_langs(source_lang, target_lang)
     if generate is None:
-        from seq2seq.corpora.sample import generate
+        from seq2seq.corpora.sample import generate as generate_sample
+
+        generate = generate_sample
     df = generate(num_pairs, seed)
     result = CorpusResult(info={"source": "generated", "seed": seed, "num_pairs": num_pairs})
     for split, part in split_frame(df, "de", seed, valid_fraction, test_fraction).items():

@@ -287,7 +287,7 @@ class Grammar:
         verb = self.pick(self.lex["subj_rel" if subject else "obj_rel"][head.noun])
         pron = DEF[0 if subject else 1][head.slot]
         if subject:
-            who = "who" if head.noun.classes[0] == "P" else "that"
+            who = "who" if head.noun is not None and head.noun.classes[0] == "P" else "that"
             c = self.clause(3, verb, NP("", pron, who, head.person, head.slot, head.noun))
             return render_sub(c, ""), render_en(c)
         c = self.clause(3, verb, gap=True)
@@ -299,6 +299,7 @@ class Grammar:
         if animate and self.rnd() < 0.15:  # modals only for people and animals
             de_forms, en = self.pick(MODALS)
             fin = de_forms[person]
+            head: tuple
             if en[0] == "aux":
                 head = ("aux", en[1], en[2], f"{en[3]} {verb.en}".lstrip())
             else:
@@ -335,7 +336,9 @@ class Grammar:
 
     def adjuncts(self, c: Clause, verb: lx.Verb) -> None:
         """Predicate (copula), time, manner and prepositional phrases, in TeKaMoLo order."""
-        rnd, de, en = self.rnd, [], []
+        rnd = self.rnd
+        de: list[str] = []
+        en: list[str] = []
         if verb.frame == "c":
             cls = c.subj.noun.classes[0] if c.subj.noun else "P"
             if cls in "LSW" or rnd() < 0.75:
@@ -350,11 +353,13 @@ class Grammar:
         flags = verb.flags
         if "m" in flags and not c.neg and rnd() < 0.2:
             adv = self.pick(lx.MANNER_PAIRS)
-            de.append(adv[0]), en.append(adv[1])
+            de.append(adv[0])
+            en.append(adv[1])
         for flag, chance, options in ADJUNCT_PPS:
             if flag in flags and rnd() < chance:
                 pp = self.prep_phrase(*self.pick(options))
-                de.append(pp[0]), en.append(pp[1])
+                de.append(pp[0])
+                en.append(pp[1])
                 if flag in "gl":
                     break  # one place per clause: direction or location
         c.post_de, c.post_en = " ".join(de), " ".join(en)
