@@ -11,10 +11,14 @@ by --set / -S) wins; the variable fills a key left null: `ray.address` <- RAY_AD
 
 from __future__ import annotations
 
+import copy
+import math
 import os
-from collections.abc import Mapping
+import re
+import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -30,9 +34,96 @@ ENV_FALLBACKS = {
 
 
 def from_env(key: str, value: str | None, env: Mapping[str, str] | None = None) -> str | None:
-    """The value of config `key`: its own when set, else its environment variable's (if any)."""
+    """The value of config `key`: its own when set, else its environment variable's (if any).
+
+    A value taken from the environment is checked like the key's own (params values were
+    checked when the config was loaded): a bad one is a UserError naming the variable."""
     env = os.environ if env is None else env
-    return value or env.get(ENV_FALLBACKS[key]) or None
+    if value:
+        return value
+    var = ENV_FALLBACKS[key]
+    found = env.get(var) or None
+    check = _ENV_CHECKS.get(key)
+    if found and check:
+        try:
+            check(found)
+        except ValueError as err:
+            raise UserError(
+                f"environment variable {var}={found!r}: {err}",
+                fix=f"correct or unset {var} (or set {key} in params.yaml)",
+            ) from None
+    return found
+
+
+# --------------------------------------------------------------------------------- URI schemes
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+# MLflow's tracking stores (mlflow.tracking._tracking_service.utils); database schemes also
+# take a driver: postgresql+psycopg2://...
+MLFLOW_SCHEMES: Final = ("file", "sqlite", "http", "https", "databricks", "databricks-uc")
+MLFLOW_DB_SCHEMES: Final = ("sqlite", "postgresql", "mysql", "mssql")
+# Filesystems pyarrow.fs.FileSystem.from_uri knows (Ray Train/Tune storage). Decided from this
+# list, never by calling pyarrow: for s3:// it may resolve the bucket's region over the network.
+STORAGE_SCHEMES: Final = ("file", "local", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+
+
+def uri_scheme(value: str) -> str | None:
+    """`s3://b/x` -> 's3'; None for a plain path (a one-letter scheme is a Windows drive)."""
+    m = _SCHEME.match(value)
+    return m.group(1).lower() if m and len(m.group(1)) > 1 else None
+
+
+def check_tracking_uri(uri: str) -> str:
+    """`uri` if MLflow has a store for its scheme (or it is a path), else ValueError."""
+    scheme = uri_scheme(uri)
+    if scheme is None or scheme in MLFLOW_SCHEMES:
+        return uri
+    base, plus, _driver = scheme.partition("+")
+    if base in MLFLOW_DB_SCHEMES and (plus or scheme == base):
+        return uri
+    raise ValueError(
+        f"MLflow has no tracking store for the scheme {scheme!r}; use a local path, "
+        "file:/path, sqlite:///file.db, http(s)://host:port, databricks, or "
+        "postgresql|mysql|mssql[+driver]://user@host/db"
+    )
+
+
+def check_storage_uri(path: str) -> str:
+    """`path` if it is a local path or a URI whose scheme pyarrow's filesystems know, else
+    ValueError. No filesystem or network access (see `check_storage_root` for that)."""
+    if "://" not in path:  # what Ray and raycluster.storage_root treat as a local path
+        return path
+    scheme = path.split("://", 1)[0].lower()
+    if scheme not in STORAGE_SCHEMES:
+        raise ValueError(
+            f"no filesystem for the scheme {scheme!r}; use a local or shared "
+            f"folder (e.g. /mnt/shared/ray_results), or a URI with one of the schemes "
+            f"{', '.join(s + '://' for s in STORAGE_SCHEMES)}"
+        )
+    return path
+
+
+def check_storage_root(root: str) -> None:
+    """Train/Tune storage (e.g. `raycluster.storage_root(cfg)`): a local folder (a path or a
+    file:// / local:// URI) is created if needed and must be writable; any other URI is left
+    to Ray (no network here). Raises UserError naming ray.storage_path. Call it before Ray
+    starts."""
+    scheme = root.split("://", 1)[0].lower() if "://" in root else None
+    if scheme not in (None, "file", "local"):
+        return
+    folder = Path(root.split("://", 1)[1] if scheme else root)
+    fix = "set ray.storage_path to a folder you can write to (or fix its permissions)"
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"ray.storage_path: {folder} exists and is not a folder", fix=fix)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UserError(f"ray.storage_path: cannot write to {folder} ({reason})", fix=fix) from None
+
+
+_ENV_CHECKS: dict[str, Callable[[str], str]] = {"mlflow.tracking_uri": check_tracking_uri}
 
 
 class _Section(BaseModel):
@@ -148,7 +239,27 @@ class Distribution(_Section):
             lo_hi = getattr(self, k)
             if lo_hi and not lo_hi[0] < lo_hi[1]:
                 raise ValueError(f"{k}: low must be below high (got {list(lo_hi)})")
+        if self.loguniform and self.loguniform[0] <= 0:
+            raise ValueError(f"loguniform: low must be above 0 (got {list(self.loguniform)})")
         return self
+
+    def probes(self) -> list[tuple[str, Any]]:
+        """(what, value) pairs that stand for every value this distribution can draw: each
+        choice; the bounds (randint's high is exclusive, uniform's high is approached from
+        below) and a value in between (a float draw must fit the key's type too)."""
+        if self.choice is not None:
+            return [(f"choice {v!r}", v) for v in self.choice]
+        if self.randint is not None:
+            low, high = self.randint
+            return [(f"randint low {low}", low), (f"randint high {high} (exclusive)", high - 1)]
+        kind, lo_hi = ("uniform", self.uniform) if self.uniform else ("loguniform", self.loguniform)
+        lo, hi = lo_hi or (0.0, 0.0)  # one of the two is set (_exactly_one)
+        mid = (lo + hi) / 2
+        return [
+            (f"{kind} low {lo}", lo),
+            (f"{kind} value {mid} (draws are fractional)", mid),
+            (f"{kind} high {hi}", math.nextafter(hi, lo)),  # draws stay below high
+        ]
 
 
 def _default_space() -> dict[str, Distribution]:
@@ -195,12 +306,22 @@ class MlflowConfig(_Section):
     tracking_uri: str | None = Field(None, description="None: sqlite mlflow.db in the project root")
     experiment: str | None = Field(None, description="None: seq2seq-<corpus>-<src>-<tgt>")
 
+    @field_validator("tracking_uri")
+    @classmethod
+    def _known_store(cls, v: str | None) -> str | None:
+        return check_tracking_uri(v) if v else v
+
 
 class RayConfig(_Section):
     address: str | None = Field(None, description="None: start a local cluster (or RAY_ADDRESS)")
     storage_path: str | None = Field(None, description="None: ray_results/ in the project root")
     num_cpus: int | None = Field(None, ge=1, description="local cluster only")
     health_check_interval_s: float = Field(0.2, gt=0)
+
+    @field_validator("storage_path")
+    @classmethod
+    def _known_filesystem(cls, v: str | None) -> str | None:
+        return check_storage_uri(v) if v else v
 
 
 class PathsConfig(_Section):
@@ -223,14 +344,25 @@ class Config(_Section):
     paths: PathsConfig = PathsConfig()
 
     @model_validator(mode="after")
-    def _search_space_keys_exist(self) -> Config:
-        flat = flatten(self.model_dump(exclude={"tune"}))
-        for key in self.tune.search_space:
-            if key not in flat:
+    def _search_space_fits(self) -> Config:
+        """Every search-space key is a config key and every value it can draw is valid there
+        (checked now, not when Ray has started and a trial fails)."""
+        space = self.tune.search_space
+        if not space:
+            return self
+        base = self.model_dump()
+        base["tune"]["search_space"] = {}  # the probes below must not check it again
+        flat = flatten(base)
+        for key, dist in space.items():
+            if key not in flat or key.startswith("tune."):
                 raise ValueError(
                     f"tune.search_space: {key!r} is not a config key; use a dotted path such as "
                     "model.dropout or train.lr"
                 )
+            for what, value in dist.probes():
+                problem = _probe(base, key, value)
+                if problem:
+                    raise ValueError(f"tune.search_space.{key}: {what} is not valid: {problem}")
         return self
 
     def with_overrides(self, overrides: dict[str, Any]) -> Config:
@@ -239,6 +371,20 @@ class Config(_Section):
         for key, value in overrides.items():
             _set_dotted(raw, key, value)
         return _validate(raw, source="overrides")
+
+
+def _probe(base: dict[str, Any], key: str, value: Any) -> str | None:
+    """Why the config `base` with `key` set to `value` is invalid, or None if it is valid."""
+    raw = copy.deepcopy(base)
+    _set_dotted(raw, key, value)
+    try:
+        Config.model_validate(raw)
+    except ValidationError as err:
+        e = err.errors()[0]
+        path = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        return f"{path}: {msg}" if path and path != key else msg
+    return None
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -276,11 +422,15 @@ def _format_error(err: ValidationError, source: str) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling against params.yaml)"
+        elif e["type"] == "model_type":
+            msg = "should be a section: a mapping of keys, as in params.yaml"
         got = e.get("input")
         shown = (
             ""
             if e["type"] in ("extra_forbidden", "missing") or isinstance(got, dict)
-            else (f" (got {got!r})")
+            else " (got an empty value)"
+            if got is None
+            else f" (got {got!r})"
         )
         lines.append(f"{path or '<root>'}: {msg}{shown}" if path else f"{msg}{shown}")
     return f"invalid config in {source}: " + "; ".join(lines)
@@ -290,12 +440,21 @@ def _validate(raw: Any, source: str) -> Config:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise UserError(f"{source} must hold a mapping of sections", fix="see params.yaml")
+        raise UserError(
+            f"{source} must hold a mapping of sections (data:, model:, train:, ...), not a "
+            f"{_yaml_kind(raw)}",
+            fix="see the project's params.yaml for the layout",
+        )
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
         fix = "correct the --set value" if source == "overrides" else f"correct the key in {source}"
         raise UserError(_format_error(err, source), fix=fix) from None
+
+
+def _yaml_kind(value: Any) -> str:
+    kinds = {list: "list", str: "string", bool: "boolean", int: "number", float: "number"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -311,14 +470,44 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Config:
-    """Read params.yaml (a missing file means all defaults) and apply `key=value` overrides."""
+    """Read params.yaml and apply `key=value` overrides. The file must exist (an empty file means
+    all defaults): a typo in --params, or a command run outside the project folder, must not
+    run silently on the built-in defaults."""
     path = Path(path)
-    raw: Any = {}
-    if path.exists():
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise UserError(f"{path} is not valid YAML: {err}", fix="fix the syntax") from None
+    raw = _read_yaml(path)
     cfg = _validate(raw, str(path))
     pairs = dict(parse_override(o) for o in overrides or [])
     return cfg.with_overrides(pairs) if pairs else cfg
+
+
+def _read_yaml(path: Path) -> Any:
+    """The parsed YAML of the params file `path`; UserError for every way it can be unusable."""
+    where = "" if path.is_absolute() else f" (looked in {Path.cwd()})"
+    if path.is_dir():
+        inside = path / "params.yaml"
+        fix = f"pass --params {inside}" if inside.is_file() else "pass --params a params.yaml file"
+        raise UserError(f"params file {path} is a folder, not a file", fix=fix)
+    if not path.exists():
+        raise UserError(
+            f"params file {path} does not exist{where}",
+            fix="run the command in the project folder (where params.yaml is), or pass "
+            "--params path/to/params.yaml",
+        )
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UserError(f"cannot read params file {path} ({reason})", fix="check it") from None
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"params file {path} is not UTF-8 text ({err.reason} at byte {err.start})",
+            fix="save it as UTF-8",
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        detail = " ".join(f"{problem}{where}".split())
+        raise UserError(f"{path} is not valid YAML: {detail}", fix="fix the syntax") from None

@@ -63,8 +63,11 @@ def test_search_space_must_name_real_keys():
     assert "model.dropout" in flat and "tune.search_space" in flat
 
 
-def test_missing_params_file_means_defaults(tmp_path):
-    assert load_config(tmp_path / "absent.yaml") == Config()
+def test_missing_params_file_is_an_error_and_an_empty_one_means_defaults(tmp_path):
+    with pytest.raises(UserError, match="absent.yaml does not exist"):
+        load_config(tmp_path / "absent.yaml")
+    (tmp_path / "empty.yaml").write_text("# nothing set\n")
+    assert load_config(tmp_path / "empty.yaml") == Config()
 
 
 def test_one_env_rule_params_win_env_fills_nulls():

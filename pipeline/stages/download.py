@@ -40,6 +40,7 @@ def run(cfg: Config) -> None:
             result = _materialise(cfg, out, mirror, _per_file(advance) if advance else None)
         except UnreachableError as err:
             raise UserError(err.problem, _unreachable_fix(cfg)) from None
+        _check_not_empty(cfg, result)  # before the swap: the previous outputs stay
         cached = sum(bool(entry.pop("cached", False)) for entry in result.files)
         write_json(out / "manifest.json", _manifest(cfg, result, out))
     for warning in result.warnings:
@@ -118,6 +119,16 @@ def _check_config(cfg: Config) -> None:
                 f"{', '.join(missing)} not set (the files corpus needs train, valid and test)",
                 "set each to a path or URL (text format: a pattern with {lang})",
             )
+
+
+def _check_not_empty(cfg: Config, result: CorpusResult) -> None:
+    """Every split holds pairs (a corpus reader that wrote an empty split is refused here)."""
+    empty = [split for split in SPLITS if not result.pairs.get(split)]
+    if empty:
+        raise UserError(
+            f"the {cfg.data.corpus} corpus gave no pairs for the {', '.join(empty)} split(s)",
+            "check the corpus files and the data.* settings in params.yaml",
+        )
 
 
 def _unreachable_fix(cfg: Config) -> str:

@@ -80,6 +80,20 @@ def _clean_split(src: Path, dst: Path, cfg: Config, dedup: bool) -> dict:
     }
 
 
+def _emptied(split: str, r: dict, cfg: Config) -> DataError:
+    """No pair of `split` survived cleaning (or there was none to start with)."""
+    if r["rows_in"] == 0:
+        return DataError(
+            f"split '{split}' of {cfg.paths.raw} has no pairs",
+            fix="check the corpus and run `pipeline download` again",
+        )
+    return DataError(
+        f"no pairs of split '{split}' are left after cleaning (rows in {r['rows_in']}, dropped "
+        f"per reason {r['dropped']})",
+        fix=f"loosen data.max_len / data.max_ratio, or check the corpus in {cfg.paths.raw}",
+    )
+
+
 def clean(cfg: Config) -> dict:
     """paths.raw -> paths.clean: normalised pairs without empty, over-long, ratio-outlier and
     (train) duplicate pairs, plus report.json. Returns the report."""
@@ -89,14 +103,8 @@ def clean(cfg: Config) -> dict:
         for split, path in inputs.items():
             report[split] = _clean_split(path, tmp / f"{split}.parquet", cfg, split == "train")
             advance(description=f"clean {split}")
-            if split == "train" and report[split]["kept"] == 0:
-                r = report[split]
-                raise DataError(
-                    f"no pairs of split 'train' are left after cleaning (rows in {r['rows_in']},"
-                    f" dropped per reason {r['dropped']})",
-                    fix="loosen data.max_len / data.max_ratio, or check the corpus in "
-                    f"{cfg.paths.raw}",
-                )
+            if report[split]["kept"] == 0:  # raised before the swap: paths.clean stays
+                raise _emptied(split, report[split], cfg)
         write_json(tmp / "report.json", report)
     summary = ", ".join(f"{s} {r['kept']}/{r['rows_in']} kept" for s, r in report.items())
     drops = {k: sum(r["dropped"][k] for r in report.values()) for k in text.DROP_REASONS}

@@ -29,24 +29,52 @@ SOURCE_LIMIT_FACTOR = 4
 
 
 def read_input(sentences: list[str] | None, input_file: Path | None) -> list[str]:
-    """Sentences from the arguments, else the lines of `input_file`, else stdin."""
+    """Sentences from the arguments, else the lines of `input_file`, else stdin (UTF-8)."""
     if sentences and input_file is not None:
         raise UserError(
             "both sentences and --file were given", fix="pass sentences or --file, not both"
         )
     if sentences:
-        return list(sentences)
+        return _checked_arguments(sentences)
     if input_file is None:
-        return sys.stdin.read().splitlines()
-    if not input_file.is_file():
+        return _decode(sys.stdin.buffer.read(), "standard input").splitlines()
+    if input_file.is_dir():
+        raise UserError(f"input file {input_file} is a folder", fix="pass --file a text file")
+    if not input_file.exists():
         raise UserError(f"input file {input_file} does not exist", fix="check the --file path")
     try:
-        return input_file.read_text(encoding="utf-8").splitlines()
+        data = input_file.read_bytes()
+    except OSError as err:
+        raise UserError(
+            f"input file {input_file} cannot be read ({err.strerror or type(err).__name__})",
+            fix="check the --file path and its permissions",
+        ) from None
+    return _decode(data, f"input file {input_file}").splitlines()
+
+
+def _decode(data: bytes, name: str) -> str:
+    """UTF-8 text without a leading byte-order mark; UserError naming `name` otherwise."""
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as err:
         raise UserError(
-            f"input file {input_file} is not UTF-8 text ({err.reason} at byte {err.start})",
+            f"{name} is not UTF-8 text ({err.reason} at byte {err.start})",
             fix="convert it to UTF-8 (e.g. iconv -t utf-8)",
         ) from None
+
+
+def _checked_arguments(sentences: list[str]) -> list[str]:
+    """Arguments as given; one that was not valid UTF-8 (Python keeps its bytes as surrogates)
+    is a UserError, not a crash when the output is written."""
+    for number, sentence in enumerate(sentences, start=1):
+        try:
+            sentence.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(
+                f"sentence argument {number} is not UTF-8 text",
+                fix="pass UTF-8 text (or use --file with a UTF-8 file)",
+            ) from None
+    return list(sentences)
 
 
 def prepare(ckpt: Checkpoint, texts: list[str]) -> list[list[int]]:

@@ -101,6 +101,12 @@ def _text_split(
     with open_bytes(entries[0]["path"]) as fs, open_bytes(entries[1]["path"]) as ft:
         src, tgt = iter_line_chunks(fs, names[0]), iter_line_chunks(ft, names[1])
         rows = write_chunks(out, read_parallel(src, tgt, *names))
+    if not rows:
+        raise DataError(
+            f"files: the {split} split is empty ({names[0]} and {names[1]} have no lines)",
+            f"give the {split} split at least one line pair (line i of one file translates "
+            "line i of the other)",
+        )
     for e in entries:
         del e["path"]
         result.files.append({**e, "lines": rows})
