@@ -12,6 +12,7 @@ by --set / -S) wins; the variable fills a key left null: `ray.address` <- RAY_AD
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import os
 import re
@@ -219,6 +220,12 @@ class TrainConfig(_Section):
 
 
 # ----------------------------------------------------------------------------------------- tune
+DISTRIBUTION_FORMS: Final = (
+    "give exactly one of {choice: [a, b, ...]}, {uniform: [low, high]}, "
+    "{loguniform: [low, high]}, {randint: [low, high]}"
+)
+
+
 class Distribution(_Section):
     """One search-space entry: exactly one of the keys is set."""
 
@@ -229,12 +236,12 @@ class Distribution(_Section):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Distribution:
-        set_keys = [k for k in ("choice", "uniform", "loguniform", "randint") if getattr(self, k)]
+        kinds = ("choice", "uniform", "loguniform", "randint")
+        set_keys = [k for k in kinds if getattr(self, k) is not None]
         if len(set_keys) != 1:
-            raise ValueError(
-                "give exactly one of choice: [..], uniform: [lo, hi], loguniform: [lo, hi], "
-                f"randint: [lo, hi] (got {set_keys or 'none'})"
-            )
+            raise ValueError(f"{DISTRIBUTION_FORMS} (got {set_keys or 'none'})")
+        if self.choice == []:
+            raise ValueError("choice: give at least one value")
         for k in ("uniform", "loguniform", "randint"):
             lo_hi = getattr(self, k)
             if lo_hi and not lo_hi[0] < lo_hi[1]:
@@ -332,6 +339,37 @@ class PathsConfig(_Section):
     models: str = "models"
     metrics: str = "metrics"
 
+    @model_validator(mode="after")
+    def _separate_folders(self) -> PathsConfig:
+        """Stages replace their output folder whole: no two may be the same folder or nested
+        (as written; `check_output_folder` looks at the real filesystem)."""
+        items = [(f"paths.{k}", os.path.normpath(v)) for k, v in self.model_dump().items()]
+        for key, path in items:
+            if path in (".", os.sep):
+                raise ValueError(
+                    f"{key}={path!r} is the project folder itself, which its stage would replace "
+                    "whole: give it a folder of its own (e.g. data/raw)"
+                )
+        for (k1, p1), (k2, p2) in itertools.combinations(items, 2):
+            if p1 == p2 or p2.startswith(p1 + os.sep) or p1.startswith(p2 + os.sep):
+                raise ValueError(
+                    f"{k1} ({p1}) and {k2} ({p2}) overlap: each stage replaces its whole output "
+                    "folder, so give each key a folder of its own"
+                )
+        return self
+
+
+def check_output_folder(path: str | Path, key: str) -> None:
+    """UserError unless `path` (config key `key`) can be replaced whole by a stage: not an
+    existing file, not the current folder or a folder above it. Call it before any work."""
+    folder = Path(path)
+    fix = f"set {key} to a folder of its own (the stage replaces it whole)"
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{key}: {folder} is a file, not a folder", fix=fix)
+    resolved, here = folder.resolve(), Path.cwd().resolve()
+    if resolved == here or resolved in here.parents:
+        raise UserError(f"{key}: {folder} is the current folder or one above it", fix=fix)
+
 
 class Config(_Section):
     data: DataConfig = DataConfig()
@@ -383,7 +421,8 @@ def _probe(base: dict[str, Any], key: str, value: Any) -> str | None:
         e = err.errors()[0]
         path = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
-        return f"{path}: {msg}" if path and path != key else msg
+        named = path and path != key and not msg.startswith(path + ".")
+        return f"{path}: {msg}" if named else msg
     return None
 
 
@@ -422,6 +461,8 @@ def _format_error(err: ValidationError, source: str) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling against params.yaml)"
+        elif e["type"] == "model_type" and path.startswith("tune.search_space."):
+            msg = DISTRIBUTION_FORMS
         elif e["type"] == "model_type":
             msg = "should be a section: a mapping of keys, as in params.yaml"
         got = e.get("input")
@@ -432,7 +473,8 @@ def _format_error(err: ValidationError, source: str) -> str:
             if got is None
             else f" (got {got!r})"
         )
-        lines.append(f"{path or '<root>'}: {msg}{shown}" if path else f"{msg}{shown}")
+        named = path and not msg.startswith(path + ".")  # a section's own check names its keys
+        lines.append(f"{path}: {msg}{shown}" if named else f"{msg}{shown}")
     return f"invalid config in {source}: " + "; ".join(lines)
 
 
@@ -480,6 +522,24 @@ def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = 
     return cfg.with_overrides(pairs) if pairs else cfg
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one
+    silently: a second `train:` section would drop every key of the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> Any:
     """The parsed YAML of the params file `path`; UserError for every way it can be unusable."""
     where = "" if path.is_absolute() else f" (looked in {Path.cwd()})"
@@ -504,7 +564,7 @@ def _read_yaml(path: Path) -> Any:
             fix="save it as UTF-8",
         ) from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

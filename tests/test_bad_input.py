@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT, pipeline_cmd
 
 from pipeline import config as config_mod
@@ -96,17 +97,61 @@ def test_params_file_unreadable(tmp_path, monkeypatch):
         ("model:\n  num_layers: two\n", "model.num_layers: Input should be a valid integer"),
         ("data:\n  corpus: [\n", "is not valid YAML"),
         ("a: 1\n b: 2\n", "at line 2, column 3"),
+        ("train:\n  epochs: 3\nmodel: {}\ntrain:\n  lr: 0.1\n", "duplicate key 'train' at line 4"),
+        ("train:\n  epochs: 3\n  epochs: 4\n", "duplicate key 'epochs' at line 3"),
     ],
-    ids=["list", "scalar", "section-scalar", "wrong-type", "unclosed", "bad-indent"],
+    ids=["list", "scalar", "section-scalar", "wrong-type", "unclosed", "bad-indent",
+         "twice-a-section", "twice-a-key"],
 )  # fmt: skip
 def test_params_file_of_the_wrong_shape(tmp_path, text, needle):
     (tmp_path / "params.yaml").write_text(text)
     one_line_error(run("clean", cwd=tmp_path), needle)
 
 
-def test_empty_params_file_still_means_the_defaults(tmp_path):
+def test_empty_params_file_and_yaml_merge_keys_still_work(tmp_path):
     (tmp_path / "params.yaml").write_text("# all defaults\n")
     assert load_config(tmp_path / "params.yaml") == Config()
+    merged = "model: &m {emb_dim: 8, hidden_dim: 8}\nx-unused: &t {epochs: 2}\n"
+    (tmp_path / "params.yaml").write_text(merged)
+    with pytest.raises(UserError, match="x-unused: unknown key"):
+        load_config(tmp_path / "params.yaml")
+    text = "base: &b {epochs: 2, lr: 0.1}\n"
+    raw = yaml.load(text + "train:\n  <<: *b\n  lr: 0.5\n", Loader=config_mod._UniqueKeyLoader)
+    assert raw["train"] == {"epochs": 2, "lr": 0.5}  # a merged key may be overridden
+
+
+# ------------------------------------------------------------------------------------ paths
+@pytest.mark.parametrize(
+    ("paths", "needle"),
+    [
+        ({"paths.raw": "data"}, "paths.raw (data) and paths.clean (data/clean) overlap"),
+        ({"paths.metrics": "data/raw/"}, "paths.raw (data/raw) and paths.metrics (data/raw)"),
+        ({"paths.models": "."}, "paths.models='.' is the project folder itself"),
+        ({"paths.prepared": ""}, "paths.prepared='.' is the project folder itself"),
+    ],
+)
+def test_output_folders_may_not_overlap(paths, needle):
+    with pytest.raises(UserError) as err:
+        Config().with_overrides(paths)
+    assert needle in str(err.value)
+
+
+@pytest.mark.parametrize("command", ["download", "clean"])
+def test_output_folder_that_is_a_file_is_left_alone(tmp_path, command):
+    key = {"download": "raw", "clean": "clean"}[command]
+    victim = tmp_path / "notes.txt"
+    victim.write_text("keep me\n")
+    res = run(command, "--params", PARAMS, "--set", f"paths.{key}=notes.txt", cwd=tmp_path)
+    one_line_error(res, f"paths.{key}: notes.txt is a file, not a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert victim.read_text() == "keep me\n"
+
+
+def test_output_folder_that_is_the_current_folder(tmp_path):
+    (tmp_path / "keep.txt").write_text("x")
+    res = run("download", "--params", PARAMS, "--set", f"paths.raw={tmp_path}", cwd=tmp_path)
+    one_line_error(res, f"paths.raw: {tmp_path} is the current folder or one above it")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
 
 
 # ------------------------------------------------------------------------------------ --set
@@ -239,6 +284,10 @@ def test_search_space_value_out_of_range_is_refused_before_ray(tmp_path):
         ({"tune.num_samples": {"choice": [1]}}, "'tune.num_samples' is not a config key"),
         ({"model.dropout": {"uniform": [0.3, 0.1]}}, "low must be below high"),
         ({"model.dropout": {"normal": [0, 1]}}, "unknown key"),
+        ({"model.dropout": [0, 1]}, "give exactly one of {choice: [a, b, ...]}"),
+        ({"model.dropout": {}}, "give exactly one of"),
+        ({"model.dropout": {"choice": [0.1], "uniform": [0, 1]}}, "give exactly one of"),
+        ({"model.dropout": {"choice": []}}, "choice: give at least one value"),
     ],
 )
 def test_search_space_values_checked_against_their_key(space, needle):

@@ -17,7 +17,7 @@ from typing import Any, cast
 from rich.markup import escape
 
 from pipeline import ui
-from pipeline.config import Config, from_env
+from pipeline.config import Config, check_output_folder, from_env
 from pipeline.errors import UserError
 from seq2seq.corpora import files, generated, multi30k, tatoeba
 from seq2seq.corpora.common import SPLITS, CorpusResult
@@ -30,6 +30,7 @@ def run(cfg: Config) -> None:
     data, raw = cfg.data, Path(cfg.paths.raw)
     mirror = from_env("data.mirror", data.mirror)
     _check_config(cfg)
+    check_output_folder(raw, "paths.raw")
     bar = (
         contextlib.nullcontext(None)
         if data.corpus == "sample"

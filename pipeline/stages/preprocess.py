@@ -13,7 +13,7 @@ from typing import Final
 
 import polars as pl
 
-from pipeline.config import Config
+from pipeline.config import Config, check_output_folder
 from pipeline.ui import info, progress
 from seq2seq import text
 from seq2seq.errors import DataError
@@ -97,6 +97,7 @@ def _emptied(split: str, r: dict, cfg: Config) -> DataError:
 def clean(cfg: Config) -> dict:
     """paths.raw -> paths.clean: normalised pairs without empty, over-long, ratio-outlier and
     (train) duplicate pairs, plus report.json. Returns the report."""
+    check_output_folder(cfg.paths.clean, "paths.clean")
     inputs = _inputs(cfg.paths.raw, TEXT_SCHEMA, "pipeline download")
     report: dict[str, dict] = {}
     with atomic_dir(cfg.paths.clean) as tmp, progress("clean", total=len(SPLITS)) as advance:
@@ -134,6 +135,7 @@ def _vocabs(train: Path, cfg: Config) -> dict[str, Vocab]:
 
 def tokenize(cfg: Config) -> dict[str, Vocab]:
     """paths.clean -> paths.tokens: token ids per split and train-built vocabularies."""
+    check_output_folder(cfg.paths.tokens, "paths.tokens")
     inputs = _inputs(cfg.paths.clean, TEXT_SCHEMA, "pipeline clean")
     lowercase = cfg.data.lowercase
     with atomic_dir(cfg.paths.tokens) as tmp, progress("tokenize", total=1 + len(SPLITS)) as adv:
@@ -171,6 +173,7 @@ def _max_source_tokens(path: Path) -> int:
 def reverse(cfg: Config) -> dict:
     """paths.tokens -> paths.prepared: source ids reversed (data.reverse_source), vocabularies
     and meta.json: everything training needs. Returns the meta."""
+    check_output_folder(cfg.paths.prepared, "paths.prepared")
     inputs = _inputs(cfg.paths.tokens, IDS_SCHEMA, "pipeline tokenize")
     tokens_dir = Path(cfg.paths.tokens)
     vocab_files = [tokens_dir / f"vocab.{side}.json" for side in SIDES]
