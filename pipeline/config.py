@@ -137,6 +137,10 @@ class SampleCorpus(_Section):
     seed: int = Field(1234, description="generator seed: same seed, same corpus")
     valid_fraction: float = Field(0.05, gt=0, lt=0.5)
     test_fraction: float = Field(0.05, gt=0, lt=0.5)
+    vocabulary: Literal["small", "full"] = Field(
+        "small", description="small: a few words per class (learnt in minutes); full: all"
+    )
+    chain: float = Field(0.15, ge=0.0, lt=1.0, description="chance of chaining one more clause")
 
 
 class TatoebaCorpus(_Section):

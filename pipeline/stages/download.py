@@ -74,6 +74,8 @@ def _materialise(
             seed=s.seed,
             valid_fraction=s.valid_fraction,
             test_fraction=s.test_fraction,
+            vocabulary=s.vocabulary,
+            chain=s.chain,
         )
     if data.corpus == "multi30k":
         previous = Path(cfg.paths.raw) / "files"

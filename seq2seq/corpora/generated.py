@@ -48,19 +48,28 @@ def write_sample(
     seed: int,
     valid_fraction: float,
     test_fraction: float,
+    vocabulary: str = "small",
+    chain: float | None = None,
     generate: Generator | None = None,
 ) -> CorpusResult:
     """Generate `num_pairs` pairs with `seed` and write `out_dir/{split}.parquet`.
 
-    `generate(num_pairs, seed) -> DataFrame[de, en]` defaults to seq2seq.corpora.sample.generate.
+    `generate(num_pairs, seed) -> DataFrame[de, en]` defaults to seq2seq.corpora.sample.generate
+    with `vocabulary` and `chain` (None: its default).
     """
     check_langs(source_lang, target_lang)
     if generate is None:
+        from seq2seq.corpora.sample import CHAIN
         from seq2seq.corpora.sample import generate as generate_sample
 
-        generate = generate_sample
-    df = generate(num_pairs, seed)
-    result = CorpusResult(info={"source": "generated", "seed": seed, "num_pairs": num_pairs})
+        knobs: dict[str, str | float] = {"vocabulary": vocabulary}
+        knobs["chain"] = CHAIN if chain is None else chain
+        df = generate_sample(num_pairs, seed, vocabulary=vocabulary, chain=float(knobs["chain"]))
+    else:
+        knobs = {}
+        df = generate(num_pairs, seed)
+    info = {"source": "generated", "seed": seed, "num_pairs": num_pairs, **knobs}
+    result = CorpusResult(info=info)
     for split, part in split_frame(df, "de", seed, valid_fraction, test_fraction).items():
         with PairWriter(out_dir / f"{split}.parquet") as writer:
             writer.add_many(part[source_lang].to_list(), part[target_lang].to_list())

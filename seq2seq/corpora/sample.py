@@ -130,10 +130,41 @@ class Pools(dict):
         return self[classes]
 
 
+# vocabulary -> (nouns per semantic class, verbs per frame, adjectives); 0 keeps them all
+VOCABULARIES = {"small": (6, 6, 15), "full": (0, 0, 0)}
+CHAIN = 0.15  # default chance of chaining one more clause (und/aber/denn, subordinators)
+
+
+def _first_per(items: tuple, key, k: int) -> tuple:  # noqa: ANN001 - any attribute getter
+    """The first `k` items of each `key` group, in lexicon order (all of them when k is 0)."""
+    if not k:
+        return items
+    taken: dict = {}
+    kept = []
+    for item in items:
+        group = key(item)
+        if taken.get(group, 0) < k:
+            taken[group] = taken.get(group, 0) + 1
+            kept.append(item)
+    return tuple(kept)
+
+
 @cache
-def _lexicon() -> dict:
-    """Word lists indexed for fast sampling: pools by semantic class, adjectives by noun."""
-    nouns, verbs, adjs = lx.load_nouns(), lx.load_verbs(), lx.load_adjectives()
+def _lexicon(vocabulary: str = "small") -> dict:
+    """Word lists indexed for fast sampling: pools by semantic class, adjectives by noun.
+
+    `vocabulary` "small" keeps the first 6 nouns of each semantic class, 6 verbs of each frame
+    and 15 adjectives: every content word is seen often, so a small model learns the grammar
+    in minutes; "full" keeps the whole lexicon."""
+    if vocabulary not in VOCABULARIES:
+        raise DataError(
+            f"sample corpus: unknown vocabulary {vocabulary!r}",
+            f"use one of {', '.join(VOCABULARIES)}",
+        )
+    per_class, per_frame, n_adjs = VOCABULARIES[vocabulary]
+    nouns = _first_per(lx.load_nouns(), lambda n: n.classes[0], per_class)
+    verbs = _first_per(lx.load_verbs(), lambda v: v.frame, per_frame)
+    adjs = lx.load_adjectives()[: n_adjs or None]
 
     def fits(a: str, b: str) -> bool:
         return bool(set(a) & set(b))
@@ -198,9 +229,10 @@ def render_en(c: Clause, front_time: bool = False, question: bool = False) -> st
 class Grammar:
     """Draws sentence pairs from one `random.Random`; each method is one rule of the grammar."""
 
-    def __init__(self, seed: int | str) -> None:
+    def __init__(self, seed: int | str, vocabulary: str = "small", chain: float = CHAIN) -> None:
         self.rnd = random.Random(seed).random
-        self.lex = _lexicon()
+        self.lex = _lexicon(vocabulary)
+        self.chain = chain
         self.pools = self.lex["pool"]
 
     def pick(self, seq):  # noqa: ANN001, ANN201 - any sequence
@@ -381,7 +413,7 @@ class Grammar:
             de, en = render_main(main, front), render_en(main, front == "time")
         after_sub = False  # a subordinate clause must be closed by a comma before "und"
         for _ in range(6):
-            if self.rnd() > 0.32:
+            if self.rnd() > self.chain:
                 break
             conj, en_conj, verb_final, en_comma = self.pick(CONNECTORS)
             c = self.clause(1)
@@ -413,15 +445,28 @@ def finish(de: str, en: str, mark: str) -> tuple[str, str]:
     return de[0].upper() + de[1:], en[0].upper() + en[1:]
 
 
-def _chunk(seed: int, index: int, size: int) -> tuple[list[str], list[str]]:
+def _chunk(
+    seed: int, index: int, size: int, vocabulary: str = "small", chain: float = CHAIN
+) -> tuple[list[str], list[str]]:
     """Pairs of chunk `index`: its own stream, seeded by a string (SHA-512, platform-free)."""
-    grammar = Grammar(f"sample/{seed}/{index}")
+    grammar = Grammar(f"sample/{seed}/{index}", vocabulary, chain)
     pairs = [grammar.sentence() for _ in range(size)]
     return [de for de, _ in pairs], [en for _, en in pairs]
 
 
-def generate(num_pairs: int, seed: int, workers: int = 1) -> pl.DataFrame:
-    """`num_pairs` German-English sentence pairs, the same for the same (num_pairs, seed).
+def generate(
+    num_pairs: int,
+    seed: int,
+    workers: int = 1,
+    *,
+    vocabulary: str = "small",
+    chain: float = CHAIN,
+) -> pl.DataFrame:
+    """`num_pairs` German-English sentence pairs, the same for the same arguments.
+
+    `vocabulary`: "small" (the default: a few words per class, quick to learn) or "full";
+    `chain`: the chance of chaining one more clause, which sets the length distribution (0.15:
+    median 9 words, 1% over 30, up to 60+; 0.32: median 10, 5% over 30).
 
     Returns a frame with Utf8 columns `de` and `en` (NFC text, one sentence pair a row). Pairs
     come in chunks of CHUNK, each from its own seeded stream, so `workers` > 1 spreads chunks
@@ -432,7 +477,10 @@ def generate(num_pairs: int, seed: int, workers: int = 1) -> pl.DataFrame:
     if workers < 1:
         raise DataError(f"sample corpus: workers is {workers}", "use 1 or more workers")
     sizes = [min(CHUNK, num_pairs - start) for start in range(0, num_pairs, CHUNK)]
-    jobs = [(seed, i, size) for i, size in enumerate(sizes)]
+    if not 0 <= chain < 1:
+        raise DataError(f"sample corpus: chain is {chain}", "use a chance in [0, 1)")
+    _lexicon(vocabulary)  # an unknown vocabulary fails here, before any worker starts
+    jobs = [(seed, i, size, vocabulary, chain) for i, size in enumerate(sizes)]
     if workers > 1 and len(jobs) > 1:
         context = multiprocessing.get_context("spawn")  # fork is unsafe with polars' threads
         with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
