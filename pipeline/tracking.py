@@ -34,7 +34,7 @@ from typing import Any
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import Config, flatten
+from pipeline.config import Config, flatten, from_env
 
 RUN_KEY_TAG = "seq2seq.run_key"  # identifies a train run / sweep / trial across restarts
 PARENT_TAG = "mlflow.parentRunId"
@@ -77,7 +77,7 @@ def tracking_uri(
     """mlflow.tracking_uri > env MLFLOW_TRACKING_URI > sqlite:////<root>/mlflow.db."""
     env = os.environ if env is None else env
     root = project_root(cwd)
-    uri = configured or env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    uri = from_env("mlflow.tracking_uri", configured, env) or f"sqlite:///{root / 'mlflow.db'}"
     return _absolute_sqlite(uri, root)
 
 
@@ -144,12 +144,11 @@ def runs_view_state() -> dict[str, Any]:
 
 def experiment_description(experiment_id: str) -> str:
     return (
-        "LSTM sequence-to-sequence translation (Sutskever et al., 2014): a parent run per "
-        "`pipeline tune` sweep with a child run per trial, `pipeline train` runs and "
-        f"`evaluate` runs. **[Open the runs]({runs_path(experiment_id)})** (saved view "
-        f'"{RUNS_VIEW_NAME}"). MLflow opens experiments in its GenAI view; choose **Model '
-        "training** at the top of the sidebar to open them on their runs. The best model of "
-        "each sweep is in the **Model registry**."
+        f'**[Open the runs]({runs_path(experiment_id)})** (saved view "{RUNS_VIEW_NAME}"): a '
+        "parent run per `pipeline tune` sweep with a child run per trial, `pipeline train` and "
+        "`evaluate` runs; each sweep's best model is in the **Model registry**. MLflow opens "
+        "experiments in its GenAI view: choose **Model training** at the top of the sidebar "
+        "to land on the runs instead."
     )
 
 

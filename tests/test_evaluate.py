@@ -109,6 +109,11 @@ def test_evaluate_writes_metrics_plots_samples_and_logs_to_mlflow(tiny_project):
     assert run.data.tags["bleu_signature"] == metrics["bleu_signature"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"eval.json", "bleu_by_length.json", "samples.json"} <= artifacts
+    figures = [a.path for a in client.list_artifacts(run.info.run_id, "figures")]
+    assert figures == ["figures/bleu_by_length.png"]
+    assert (out / "bleu_by_length.png").read_bytes()[:4] == b"\x89PNG"  # the DVC image plot
+    inputs = run.inputs.dataset_inputs
+    assert [(i.dataset.name, i.tags[0].value) for i in inputs] == [("sample-de-en-test", "testing")]
 
 
 def test_evaluate_refuses_a_checkpoint_from_other_data(tiny_project):

@@ -4,6 +4,7 @@ contents, exported best model, trials table and curves; an interrupted sweep res
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -123,8 +124,22 @@ def test_tune_three_samples_logs_parent_and_children(tmp_path: Path) -> None:
 
     best = tmp_path / "models" / "best"
     assert {p.name for p in best.iterdir()} == {
-        "checkpoint.pt", "config.json", "vocab.src.json", "vocab.tgt.json",
+        "checkpoint.pt", "config.json", "vocab.src.json", "vocab.tgt.json", "info.json",
     }  # fmt: skip
+    info = json.loads((best / "info.json").read_text())
+    assert info["sweep_run_id"] == parent.info.run_id and info["dvc_exp"] == "workspace"
+    assert info["mlflow_run_id"] in {c.info.run_id for c in children}
+
+    # lineage: every run names the data it read; the parent holds the figure and the model
+    for run in (parent, *children):
+        names = sorted(i.dataset.name for i in run.inputs.dataset_inputs)
+        assert names == ["sample-de-en-train", "sample-de-en-valid"], names
+    figures = [a.path for a in client.list_artifacts(parent.info.run_id, "figures")]
+    assert figures == ["figures/learning_curves.png"]
+    assert (tmp_path / "models" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+    version = client.get_model_version("seq2seq-sample-de-en", "1")
+    assert version.run_id == parent.info.run_id and version.tags["dvc_exp"] == "workspace"
+    assert str(info["model_version"]) == "1" and info["model_id"] == version.tags["model_id"]
     from seq2seq.checkpoint import load_checkpoint
 
     assert load_checkpoint(best / "checkpoint.pt").config["model"]["emb_dim"] == 16

@@ -3,7 +3,9 @@
 Greedy and beam search over the whole split, sacreBLEU corpus BLEU (with its signature) and chrF
 against the cleaned raw references, teacher-forced perplexity, BLEU by source-length bucket and
 sample translations. Writes `paths.metrics/` atomically (eval.json for `dvc metrics`,
-bleu_by_length.json for `dvc plots`, samples.json) and logs the same to MLflow.
+bleu_by_length.json for `dvc plots` and its figure bleu_by_length.png, samples.json) and logs the
+same to an MLflow run, with the test split as its dataset input and, when tune wrote
+models/best/info.json, the registered model it evaluated as its model input.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import polars as pl
 import torch
 
-from pipeline import ui
+from pipeline import figures, ui
 from pipeline.config import Config
 from pipeline.errors import UserError
 from seq2seq.batching import ParallelCorpus, iterate_batches
@@ -28,6 +30,7 @@ from seq2seq.training import evaluate_loss
 from seq2seq.vocab import Vocab
 
 EVAL_FILE, BUCKETS_FILE, SAMPLES_FILE = "eval.json", "bleu_by_length.json", "samples.json"
+BUCKETS_FIGURE = "bleu_by_length.png"
 
 
 def _load_test(cfg: Config, ckpt: Checkpoint) -> tuple[Path, pl.DataFrame]:
@@ -126,6 +129,8 @@ def run(cfg: Config, checkpoint: Path | None = None, verbose: bool = False) -> d
         write_json(out / EVAL_FILE, metrics)
         write_json(out / BUCKETS_FILE, scores["by_length"])
         write_json(out / SAMPLES_FILE, samples)
+        title = f"test BLEU by source length (beam {cfg.evaluate.beam_size})"
+        figures.bleu_by_length_file(out / BUCKETS_FILE, out / BUCKETS_FIGURE, title=title)
     _log_to_mlflow(cfg, metrics, origin, Path(cfg.paths.metrics))
     _summary(metrics, bleu)
     return metrics
@@ -141,7 +146,11 @@ def _log_to_mlflow(cfg: Config, metrics: dict, origin: dict, metrics_dir: Path) 
         tags["evaluated_trial"] = str(origin["trial_id"])
     if origin.get("mlflow_run_id"):
         tags["evaluated_run_id"] = str(origin["mlflow_run_id"])
+    if origin.get("registered_model"):
+        tags["evaluated_model"] = f"{origin['registered_model']}/{origin.get('model_version')}"
     run_id = client.create_run(exp_id, tags=tags, run_name="evaluate").info.run_id
+    test_input = tracking.dataset_inputs(cfg, ["test"])
+    tracking.log_inputs(client, run_id, test_input, _model_input(origin))
     for k, v in metrics.items():
         if isinstance(v, (int, float)) and v is not None and not isinstance(v, bool):
             client.log_metric(run_id, k, float(v))
@@ -149,7 +158,15 @@ def _log_to_mlflow(cfg: Config, metrics: dict, origin: dict, metrics_dir: Path) 
         client.set_tag(run_id, k, metrics[k])
     for name in (EVAL_FILE, BUCKETS_FILE, SAMPLES_FILE):
         client.log_artifact(run_id, str(metrics_dir / name))
+    client.log_artifact(run_id, str(metrics_dir / BUCKETS_FIGURE), "figures")
     client.set_terminated(run_id)
+
+
+def _model_input(origin: dict) -> list:
+    """The logged model tune registered for models/best (info.json), as a run input."""
+    from mlflow.entities import LoggedModelInput
+
+    return [LoggedModelInput(str(origin["model_id"]))] if origin.get("model_id") else []
 
 
 def _summary(metrics: dict, bleu: dict) -> None:

@@ -9,7 +9,13 @@ drivers hold the CPUs their workers wait for, and the sweep deadlocks).
 A fresh `pipeline tune` always starts a new sweep (a timestamped name); `--resume` continues the
 newest sweep of the same config and data, without redoing finished trials; unfinished trials
 resume from their last epoch checkpoint. Only this driver writes MLflow: a parent run for the
-sweep and a child run per trial, through `MlflowTrialCallback`.
+sweep and a child run per trial, through `MlflowTrialCallback`, each with the prepared train and
+valid splits as dataset inputs.
+
+When the sweep ends (`finish`): `models/best` (the best checkpoint, its config, vocabularies and
+`info.json`), `models/trials.csv`, `models/curves/*.csv` and `models/learning_curves.png`; on the
+parent run the best-trial summary, the learning-curves figure and the best model as an MLflow
+pyfunc model, registered as a new version of `seq2seq-<corpus>-<src>-<tgt>`.
 """
 
 from __future__ import annotations
@@ -80,9 +86,11 @@ class MlflowTrialCallback:
     data and reconnects to MLflow lazily; runs are found again by their key tags.
     """
 
-    def __init__(self, uri: str, experiment_id: str, sweep: str, cfg: Config) -> None:
+    def __init__(
+        self, uri: str, experiment_id: str, sweep: str, cfg: Config, prepared: str | None = None
+    ) -> None:
         self.uri, self.experiment_id, self.sweep = uri, experiment_id, sweep
-        self.base = cfg.model_dump()
+        self.base, self.prepared = cfg.model_dump(), prepared
         self._tracker: tracking.SweepTracker | None = None
 
     def __getstate__(self) -> dict:
@@ -94,10 +102,12 @@ class MlflowTrialCallback:
             from mlflow.tracking import MlflowClient
 
             cfg = Config.model_validate(self.base)
+            prepared = getattr(self, "prepared", None)  # absent in callbacks pickled before
             self._tracker = tracking.SweepTracker(
                 MlflowClient(self.uri), self.experiment_id, self.sweep,
                 tags=tracking.base_tags(cfg, "pipeline tune"),
                 params=tracking.config_params(cfg), epochs=cfg.train.epochs,
+                inputs=tracking.dataset_inputs(cfg, TRAIN_SPLITS, prepared),
             )  # fmt: skip
         return self._tracker
 
@@ -213,7 +223,7 @@ def run(cfg: Config, resume: bool = False, verbose: bool = False) -> dict[str, A
             f"{cfg.train.num_workers} {'GPU' if gpu else 'CPU'} worker(s) each"
             + (" (resumed)" if resume else "")
         )
-        callback = _callback_class()(client.tracking_uri, exp_id, name, cfg)
+        callback = _callback_class()(client.tracking_uri, exp_id, name, cfg, str(prepared))
         if resume:
             tuner = tune.Tuner.restore(
                 f"{root}/{name}", trainable=trainable, resume_unfinished=True, resume_errored=True
@@ -234,6 +244,8 @@ def run(cfg: Config, resume: bool = False, verbose: bool = False) -> dict[str, A
 
 # ---------------------------------------------------------------------------- when it ends
 CURVE_COLUMNS = ("epoch", "train_loss", "val_loss", "val_ppl", "val_bleu")
+TRAIN_SPLITS = ("train", "valid")  # what every trial reads (dataset inputs)
+INFO_FILE = "info.json"  # models/best: where it came from (read by evaluate)
 
 
 def _curve(result: Any) -> Any:
@@ -314,6 +326,53 @@ def _write_tables(cfg: Config, grid: Any, rows: list[dict]) -> None:
             _curve(result).write_csv(tmp / f"{Path(result.path).name}.csv")
 
 
+def learning_curves_png(cfg: Config, best_trial: str | None = None) -> Path:
+    """models/learning_curves.png from models/curves/*.csv (val_bleu, val_loss per trial)."""
+    from pipeline import figures
+
+    models = Path(cfg.paths.models)
+    curves = figures.read_curves(models / "curves")
+    return figures.learning_curves(curves, models / figures.LEARNING_CURVES_FILE, best=best_trial)
+
+
+def publish(cfg: Config, client: Any, exp_id: str, parent: str, summary: dict, figure: Path) -> Any:
+    """On the sweep's parent run: the figure, and models/best as a registered pyfunc model;
+    then models/best/info.json says which trial, run and model version it is."""
+    from pipeline import registry
+    from seq2seq.io import write_json
+
+    best = Path(cfg.paths.models) / "best"
+    client.log_artifact(parent, str(figure), "figures")
+    commit = tracking.git_commit(tracking.project_root())
+    version = registry.log_best_model(
+        client,
+        cfg,
+        parent,
+        best,
+        tags={
+            "git_commit": commit or "unknown",
+            "sweep": summary.get("sweep", ""),
+            "best_trial": summary["trial"],
+            "val_bleu": summary.get("val_bleu", ""),
+        },
+    )
+    trial_run = tracking.find_run(client, exp_id, f"{summary.get('sweep', '')}/{summary['trial']}")
+    write_json(
+        best / INFO_FILE,
+        {
+            "trial_id": summary["trial"],
+            "mlflow_run_id": trial_run or "",
+            "sweep_run_id": parent,
+            "registered_model": version.name,
+            "model_version": version.version,
+            "model_id": version.tags.get("model_id", ""),
+            "dvc_exp": registry.dvc_experiment(),
+            "git_commit": commit,
+        },
+    )
+    return version
+
+
 def _print_table(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -336,16 +395,20 @@ def _print_table(rows: list[dict]) -> None:
 
 
 def finish(cfg: Config, grid: Any, client: Any, exp_id: str, sweep: str, prepared: Path) -> dict:
-    """Export models/best, write trials.csv and curves, close the parent run, print a summary."""
+    """Export models/best, write trials.csv, curves and their figure, log the figure and the
+    registered model on the parent run, close it, print a summary."""
     rows = trial_rows(cfg, grid, client, exp_id, sweep)
     _write_tables(cfg, grid, rows)
     _print_table(rows)
     summary = export_best(cfg, grid, prepared)
+    figure = learning_curves_png(cfg, summary["trial"])
     parent = tracking.find_run(client, exp_id, sweep)
+    version = None
     if parent:
         flat = {k: v for k, v in summary.items() if k != "params"}
         tracking.set_tags(client, parent, {"best_trial": summary["trial"]})
         tracking.log_summary(client, parent, flat)
+        version = publish(cfg, client, exp_id, parent, {**summary, "sweep": sweep}, figure)
         tracking.close_run(client, parent, ok=True)
     best_dir = Path(cfg.paths.models, "best").resolve()
     info(
@@ -354,5 +417,10 @@ def finish(cfg: Config, grid: Any, client: Any, exp_id: str, sweep: str, prepare
         f"val ppl {summary.get('val_ppl', float('nan')):.2f} at epoch {int(summary['epoch'])}"
     )
     info(f"best checkpoint, config and vocabularies: {best_dir}")
-    info(f"MLflow: {tracking.ui_hint(client)}")
+    if version is not None:
+        info(
+            f"registered model {version.name} version {version.version}: "
+            f'mlflow.pyfunc.load_model("models:/{version.name}/{version.version}")'
+        )
+    info(f"MLflow: {tracking.ui_hint(client, exp_id)}")
     return summary
