@@ -59,7 +59,7 @@ def _evaluated_run(ckpt_dir: Path) -> dict[str, Any]:
 
 def _score(cfg: Config, ckpt: Checkpoint, model, frame: pl.DataFrame, device) -> dict[str, Any]:
     """Translate the test split greedily and with beam search, and score both."""
-    ev, lowercase = cfg.evaluate, bool(ckpt.config["data"]["lowercase"])
+    ev, lowercase = cfg.evaluate, ckpt.preprocessing.lowercase
     src_ids, refs = frame["src_ids"].to_list(), frame["tgt"].to_list()
     hyps: dict[str, list[str]] = {}
     for name, beam in (("greedy", 1), ("beam", ev.beam_size)):
