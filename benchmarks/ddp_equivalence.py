@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import raycluster  # noqa: E402
 from pipeline.config import Config  # noqa: E402
-from pipeline.stages.train import build_trainer, check_prepared  # noqa: E402
+from pipeline.runs import build_trainer, check_prepared  # noqa: E402
 
 
 def run(cfg: Config, workers: int, storage: str) -> tuple[float, float]:

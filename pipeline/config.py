@@ -415,6 +415,13 @@ class Config(_Section):
         return _validate(raw, source="overrides")
 
 
+def trial_config(base: Config | Mapping[str, Any], sampled: Mapping[str, Any] | None) -> Config:
+    """A Tune trial's config: the sweep's base config (a Config or its dump) with the trial's
+    sampled dotted keys. The one place a trial config is rebuilt (trainable, callback, export)."""
+    cfg = base if isinstance(base, Config) else Config.model_validate(base)
+    return cfg.with_overrides(dict(sampled or {}))
+
+
 def _probe(base: dict[str, Any], key: str, value: Any) -> str | None:
     """Why the config `base` with `key` set to `value` is invalid, or None if it is valid."""
     raw = copy.deepcopy(base)

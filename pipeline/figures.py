@@ -24,13 +24,12 @@ LEARNING_CURVES_FILE = "learning_curves.png"
 BLEU_BY_LENGTH_FILE = "bleu_by_length.png"
 CURVE_METRICS = (("val_bleu", "validation BLEU"), ("val_loss", "validation loss"))
 DPI = 100
-_SAVE = {"dpi": DPI, "format": "png", "metadata": {"Software": None}}
 
 
 def _save(fig: plt.Figure, out: Path) -> Path:
     out = Path(out)
     with atomic_file(out) as tmp:
-        fig.savefig(tmp, **_SAVE)
+        fig.savefig(tmp, dpi=DPI, format="png", metadata={"Software": None})
     plt.close(fig)
     return out
 

@@ -25,6 +25,7 @@ import mlflow
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature
+from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 from pipeline.config import Config
@@ -51,7 +52,7 @@ def dvc_experiment() -> str:
     return os.environ.get("DVC_EXP_NAME") or "workspace"
 
 
-class Translator(mlflow.pyfunc.PythonModel):
+class Translator(PythonModel):
     """Sentences -> translations with a seq2seq checkpoint (greedy or beam search)."""
 
     def load_context(self, context: Any) -> None:

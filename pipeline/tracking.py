@@ -34,7 +34,9 @@ from typing import Any
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import Config, flatten, from_env
+from pipeline.config import Config, flatten, from_env, trial_config
+from pipeline.errors import UserError
+from pipeline.ui import epoch_line, info
 
 RUN_KEY_TAG = "seq2seq.run_key"  # identifies a train run / sweep / trial across restarts
 PARENT_TAG = "mlflow.parentRunId"
@@ -86,10 +88,40 @@ def experiment_name(cfg: Config) -> str:
     return cfg.mlflow.experiment or f"seq2seq-{d.corpus}-{d.source_lang}-{d.target_lang}"
 
 
+SERVER_TIMEOUT_S = 5.0
+
+
+def check_server(uri: str, timeout: float = SERVER_TIMEOUT_S) -> None:
+    """For an http(s) tracking URI: the server answers its /health within `timeout` seconds,
+    else a UserError (MLflow's own client retries for minutes before it gives up)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as res:
+            if res.status == 200:
+                return
+            problem = f"answered {res.status}"
+    except urllib.error.HTTPError as err:
+        problem = f"answered {err.code}"
+    except (urllib.error.URLError, OSError) as err:
+        problem = str(getattr(err, "reason", err))
+    raise UserError(
+        f"the MLflow tracking server {uri} is not reachable ({problem}, within {timeout:g} s)",
+        fix="start it (see the README's tracking server section) or set mlflow.tracking_uri "
+        "(or MLFLOW_TRACKING_URI) to a reachable server or a local store",
+    )
+
+
 def client_for(cfg: Config, cwd: str | Path | None = None) -> MlflowClient:
-    """A client on the resolved store; the schema is created here, once, before any worker
-    could race on it (a fresh SQLite DB initialised concurrently fails)."""
-    client = MlflowClient(tracking_uri=tracking_uri(cfg.mlflow.tracking_uri, cwd=cwd))
+    """A client on the resolved store, checked: a server must answer within seconds, and the
+    schema of a local store is created here, once, before any worker could race on it (a fresh
+    SQLite DB initialised concurrently fails)."""
+    uri = tracking_uri(cfg.mlflow.tracking_uri, cwd=cwd)
+    check_server(uri)
+    client = MlflowClient(tracking_uri=uri)
     client.search_experiments(max_results=1)  # forces schema creation/migration now
     return client
 
@@ -359,7 +391,7 @@ def dataset_input(cfg: Config, split: str, prepared: str | Path | None = None) -
     manifest = _read_json(Path(cfg.paths.raw) / "manifest.json")
     raw = (manifest.get("splits") or {}).get(split) or {}
     d = cfg.data
-    profile = {
+    profile: dict[str, Any] = {
         "num_rows": _rows(path, meta, split),
         "sha256": digest,
         "corpus": d.corpus,
@@ -465,3 +497,76 @@ def log_summary(client: MlflowClient, run_id: str, summary: Mapping[str, Any]) -
     ]
     tags = [RunTag(f"best_{k}", str(v)) for k, v in summary.items() if isinstance(v, str)]
     client.log_batch(run_id, metrics=metrics, tags=tags)
+
+
+# ---------------------------------------------------------------------- a sweep's Tune callback
+TRAIN_SPLITS = ("train", "valid")  # what every trial reads (its dataset inputs)
+
+
+def trial_name(sampled: dict[str, Any]) -> str:
+    """A readable name from the sampled values, e.g. `num_layers=2 dropout=0.13`."""
+    parts = []
+    for key, value in sorted(sampled.items()):
+        shown = f"{value:.3g}" if isinstance(value, float) else str(value)
+        parts.append(f"{key.rsplit('.', 1)[-1]}={shown}")
+    return " ".join(parts) or "defaults"
+
+
+class MlflowTrialCallback:
+    """Driver-side Tune callback: MLflow parent/child runs and a progress line per epoch.
+
+    Pickled into the sweep's state (Tuner.restore brings it back), so it keeps only plain
+    data and reconnects to MLflow lazily; runs are found again by their key tags.
+    """
+
+    def __init__(
+        self, uri: str, experiment_id: str, sweep: str, cfg: Config, prepared: str | None = None
+    ) -> None:
+        self.uri, self.experiment_id, self.sweep = uri, experiment_id, sweep
+        self.base, self.prepared = cfg.model_dump(), prepared
+        self._tracker: SweepTracker | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_tracker": None}
+
+    @property
+    def tracker(self) -> SweepTracker:
+        if self._tracker is None:
+            from mlflow.tracking import MlflowClient
+
+            cfg = Config.model_validate(self.base)
+            prepared = getattr(self, "prepared", None)  # absent in callbacks pickled before
+            self._tracker = SweepTracker(
+                MlflowClient(self.uri), self.experiment_id, self.sweep,
+                tags=base_tags(cfg, "pipeline tune"),
+                params=config_params(cfg), epochs=cfg.train.epochs,
+                inputs=dataset_inputs(cfg, TRAIN_SPLITS, prepared),
+            )  # fmt: skip
+        return self._tracker
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info_: Any) -> None:
+        cfg = trial_config(self.base, trial.config)
+        self.tracker.trial_started(trial.trial_id, trial_name(trial.config), cfg)
+        info(f"{trial.trial_id} started: {trial_name(trial.config)}")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **_) -> None:
+        self.tracker.trial_result(trial.trial_id, result)
+        if "epoch" in result:
+            info(epoch_line(result, self.tracker.epochs, prefix=f"{trial.trial_id} "))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **_: Any) -> None:
+        stopped = self.tracker.trial_finished(trial.trial_id, ok=True)
+        ran = self.tracker.last_epoch.get(trial.trial_id, 0)
+        note = " (stopped early by ASHA)" if stopped else ""
+        info(f"{trial.trial_id} finished after {ran} epoch(s){note}")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **_: Any) -> None:
+        self.tracker.trial_finished(trial.trial_id, ok=False)
+        info(f"[red]{trial.trial_id} failed[/]: see {trial.local_path}")
+
+
+def callback_class() -> type:
+    """MlflowTrialCallback as a ray.tune.Callback (ray imported only when a sweep runs)."""
+    from ray.tune import Callback
+
+    return type("MlflowTuneCallback", (MlflowTrialCallback, Callback), {})

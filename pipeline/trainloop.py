@@ -154,7 +154,7 @@ def _worker(config: Mapping[str, Any]) -> _Worker:
 def _reporter(w: _Worker) -> Callable[[Any], None]:
     """`fit`'s on_epoch: global train metrics on every rank; on rank 0 also the validation
     metrics (greedy BLEU added to fit's loss) and the epoch's checkpoint."""
-    from pipeline.stages.train import prepared_meta
+    from pipeline.runs import prepared_meta
     from seq2seq.checkpoint import save_checkpoint
 
     frame = pl.read_parquet(w.prepared / "valid.parquet", columns=["src_ids", "tgt"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -55,3 +55,18 @@ def progress(description: str, total: float | None = None) -> Iterator[Callable[
 def info(message: str) -> None:
     """A progress or summary line on stderr (rich markup), never wrapped: logs stay greppable."""
     console.print(message, highlight=False, soft_wrap=True)
+
+
+def epoch_line(metrics: Mapping[str, Any], epochs: int, prefix: str = "") -> str:
+    """One compact progress line for an epoch report."""
+
+    def num(key: str, fmt: str) -> str:
+        v = metrics.get(key)
+        return format(v, fmt) if isinstance(v, (int, float)) else "-"
+
+    return (
+        f"{prefix}epoch {int(metrics.get('epoch', 0))}/{epochs}  "
+        f"train_loss {num('train_loss', '.3f')}  val_loss {num('val_loss', '.3f')}  "
+        f"ppl {num('val_ppl', '.2f')}  BLEU {num('val_bleu', '.2f')}  "
+        f"{num('tokens_per_s', ',.0f')} tok/s  {num('epoch_seconds', '.1f')} s"
+    )

@@ -12,8 +12,8 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import Config
 from pipeline.errors import UserError
+from pipeline.runs import prepared_meta
 from pipeline.stages import download, evaluate, preprocess
-from pipeline.stages.train import prepared_meta
 from seq2seq.batching import ParallelCorpus
 from seq2seq.checkpoint import save_checkpoint
 from seq2seq.errors import CheckpointError

@@ -60,7 +60,7 @@ def test_global_stats_single_process() -> None:
 )  # fmt: skip
 def test_config_that_disagrees_with_the_prepared_data_is_refused(tmp_path, key, value, shown):
     from pipeline.errors import UserError
-    from pipeline.stages.train import check_prepared
+    from pipeline.runs import check_prepared
 
     folder = make_prepared(tmp_path / "prep")
     cfg = Config().with_overrides({"paths.prepared": str(folder)})
@@ -71,7 +71,7 @@ def test_config_that_disagrees_with_the_prepared_data_is_refused(tmp_path, key, 
 
 def test_prepared_data_without_meta_is_refused(tmp_path):
     from pipeline.errors import UserError
-    from pipeline.stages.train import check_prepared
+    from pipeline.runs import check_prepared
 
     folder = make_prepared(tmp_path / "prep")
     (folder / "meta.json").unlink()

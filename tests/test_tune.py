@@ -16,7 +16,7 @@ import yaml
 from conftest import make_prepared, pipeline_cmd, tiny_params
 from mlflow.tracking import MlflowClient
 
-from pipeline import raycluster
+from pipeline import raycluster, tracking
 from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.stages import tune
@@ -45,7 +45,7 @@ def test_search_space_maps_each_distribution() -> None:
 
 
 def test_trial_name_is_readable() -> None:
-    name = tune.trial_name({"model.dropout": 0.123456, "model.num_layers": 2})
+    name = tracking.trial_name({"model.dropout": 0.123456, "model.num_layers": 2})
     assert name == "dropout=0.123 num_layers=2"
 
 

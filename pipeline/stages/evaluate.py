@@ -11,6 +11,7 @@ models/best/info.json, the registered model it evaluated as its model input.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -91,9 +92,15 @@ def _test_loss(cfg: Config, model, test_path: Path, device) -> float:
 
 def run(cfg: Config, checkpoint: Path | None = None, verbose: bool = False) -> dict[str, Any]:
     """Evaluate `checkpoint` (default: paths.models/best) on the test split; returns eval.json."""
+    from pipeline import tracking
+    from pipeline.config import check_output_folder
+
+    check_output_folder(cfg.paths.metrics, "paths.metrics")
     ckpt_dir = Path(checkpoint) if checkpoint else Path(cfg.paths.models) / "best"
     ckpt = load_checkpoint(ckpt_dir)
     test_path, frame = _load_test(cfg, ckpt)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    tracking.client_for(cfg)  # a bad tracking store fails now, not after scoring
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model_from_checkpoint(ckpt).to(device).eval()
     t0 = time.perf_counter()
