@@ -537,11 +537,14 @@ class MlflowTrialCallback:
             cfg = Config.model_validate(self.base)
             prepared = getattr(self, "prepared", None)  # absent in callbacks pickled before
             self._tracker = SweepTracker(
-                MlflowClient(self.uri), self.experiment_id, self.sweep,
+                MlflowClient(self.uri),
+                self.experiment_id,
+                self.sweep,
                 tags=base_tags(cfg, "pipeline tune"),
-                params=config_params(cfg), epochs=cfg.train.epochs,
+                params=config_params(cfg),
+                epochs=cfg.train.epochs,
                 inputs=dataset_inputs(cfg, TRAIN_SPLITS, prepared),
-            )  # fmt: skip
+            )
         return self._tracker
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info_: Any) -> None:

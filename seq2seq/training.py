@@ -301,37 +301,53 @@ def fit(
         if before_epoch is not None:
             before_epoch(epoch)
         start = time.perf_counter()
-        generator = seed_epoch(spec.seed, epoch, rank)
-        set_lr(optimizer, lr_for_epoch(spec, epoch))
-        batches = iterate_batches(
-            train,
-            spec.batch_size,
-            shuffle=True,
-            seed=spec.seed,
-            epoch=epoch,
-            rank=rank,
-            world_size=world_size,
-            pool_batches=spec.bucket_pool,
-            device=device,
-        )
-        stats = train_epoch(
-            train_model or model,
-            optimizer,
-            batches,
-            teacher_forcing=spec.teacher_forcing,
-            clip_norm=spec.clip_norm,
-            generator=generator,
-            autocast=autocast,
-            progress=progress,
-        )
+        args = (train, spec, epoch, rank, world_size, device, autocast, progress)
+        stats = _train_one_epoch(train_model or model, optimizer, *args)
         val = None
         if valid is not None:
             val_batches = iterate_batches(
                 valid, eval_batch_size, shuffle=False, seed=0, epoch=0, device=device
             )
             val = evaluate_loss(model, val_batches, autocast=autocast)
-        report = EpochReport(epoch, stats, val, time.perf_counter() - start)
-        reports.append(report)
+        reports.append(EpochReport(epoch, stats, val, time.perf_counter() - start))
         if on_epoch is not None:
-            on_epoch(report)
+            on_epoch(reports[-1])
     return reports
+
+
+def _train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: ParallelCorpus,
+    spec: FitSpec,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    device: torch.device | str | None,
+    autocast: bool,
+    progress: Progress | None,
+) -> EpochStats:
+    """fit's epoch: the seeding rule, the epoch's lr, this rank's bucketed batches, a pass."""
+    generator = seed_epoch(spec.seed, epoch, rank)
+    set_lr(optimizer, lr_for_epoch(spec, epoch))
+    batches = iterate_batches(
+        train,
+        spec.batch_size,
+        shuffle=True,
+        seed=spec.seed,
+        epoch=epoch,
+        rank=rank,
+        world_size=world_size,
+        pool_batches=spec.bucket_pool,
+        device=device,
+    )
+    return train_epoch(
+        model,
+        optimizer,
+        batches,
+        teacher_forcing=spec.teacher_forcing,
+        clip_norm=spec.clip_norm,
+        generator=generator,
+        autocast=autocast,
+        progress=progress,
+    )

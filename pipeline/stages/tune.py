@@ -57,9 +57,14 @@ def run_trial(
     cfg = trial_config(base, config)
     trial_id = ray.tune.get_context().get_trial_id()
     trainer = runs.build_trainer(
-        cfg, Path(prepared), name=trial_id, storage=storage, gpu=gpu,
-        callbacks=[TuneReportCallback()], verbose=verbose,
-    )  # fmt: skip
+        cfg,
+        Path(prepared),
+        name=trial_id,
+        storage=storage,
+        gpu=gpu,
+        callbacks=[TuneReportCallback()],
+        verbose=verbose,
+    )
     trainer.fit()  # same name + storage: a restored trial resumes from its checkpoint
 
 
@@ -89,14 +94,20 @@ def _tuner(cfg: Config, trainable: Any, root: str, name: str, callback: Any, n: 
     from ray.tune.search import BasicVariantGenerator
 
     scheduler = ASHAScheduler(
-        time_attr="epoch", max_t=cfg.train.epochs + 1,
-        grace_period=cfg.tune.grace_period, reduction_factor=cfg.tune.reduction_factor,
-    )  # fmt: skip
+        time_attr="epoch",
+        max_t=cfg.train.epochs + 1,
+        grace_period=cfg.tune.grace_period,
+        reduction_factor=cfg.tune.reduction_factor,
+    )
     tune_config = tune.TuneConfig(
-        metric=cfg.tune.metric, mode=cfg.tune.mode, num_samples=cfg.tune.num_samples,
-        scheduler=scheduler, search_alg=BasicVariantGenerator(random_state=cfg.tune.seed),
-        max_concurrent_trials=n, trial_dirname_creator=lambda t: t.trial_id,
-    )  # fmt: skip
+        metric=cfg.tune.metric,
+        mode=cfg.tune.mode,
+        num_samples=cfg.tune.num_samples,
+        scheduler=scheduler,
+        search_alg=BasicVariantGenerator(random_state=cfg.tune.seed),
+        max_concurrent_trials=n,
+        trial_dirname_creator=lambda t: t.trial_id,
+    )
     run_config = tune.RunConfig(name=name, storage_path=root, callbacks=[callback], verbose=0)
     return tune.Tuner(
         trainable, param_space=search_space(cfg), tune_config=tune_config, run_config=run_config
