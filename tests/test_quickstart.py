@@ -50,6 +50,27 @@ def test_quickstart_is_two_commands_and_ci_runs_the_test_one():
     assert any(ln.split()[-2:] == lines[1].split() for ln in ci if not ln.startswith("#"))
 
 
+# The README's example sentences and the content words their translations must have (the exact
+# outputs printed in the README come from one run; another CPU may round differently).
+EXAMPLES = {
+    "Der kleine Hund läuft nicht.": {"the", "small", "dog", "does", "not", "run"},
+    "Heute sieht die Frau zwei Katzen.": {"today", "woman", "sees", "two", "cats"},
+    "Die Kinder lesen ein Buch.": {"children", "read", "book"},
+}
+
+
+def _check_readme_translations(clone: Path, env: dict[str, str]) -> None:
+    readme = README.read_text()
+    assert all(sentence in readme for sentence in EXAMPLES)
+    command = [str(clone / ".venv" / "bin" / "pipeline"), "translate", *EXAMPLES]
+    res = subprocess.run(command, cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert len(lines) == len(EXAMPLES)
+    for (source, words), line in zip(EXAMPLES.items(), lines, strict=True):
+        assert words <= set(re.findall(r"[a-z]+", line)), (source, line)
+
+
 @pytest.mark.slow
 def test_make_run_as_written_in_a_fresh_clone(tmp_path):
     clone = tmp_path / "clone"
@@ -64,7 +85,8 @@ def test_make_run_as_written_in_a_fresh_clone(tmp_path):
     for stage in ("download", "clean", "tokenize", "reverse", "tune", "evaluate"):
         assert f"Running stage '{stage}'" in out
     metrics = json.loads((clone / "metrics" / "eval.json").read_text())
-    assert 0.0 <= metrics["test_bleu"] <= 100.0 and metrics["test_ppl"] > 1.0
+    assert metrics["test_bleu"] >= 40.0, metrics  # the default run learns its corpus
+    _check_readme_translations(clone, env)
     again = subprocess.run(["bash", "-c", run_line], cwd=clone, env=env, capture_output=True,
                            text=True, timeout=600)  # fmt: skip
     assert again.returncode == 0 and "Running stage" not in again.stdout
