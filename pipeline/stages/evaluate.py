@@ -109,11 +109,12 @@ def run(cfg: Config, checkpoint: Path | None = None, verbose: bool = False) -> d
     origin = _evaluated_run(ckpt_dir)
     bleu, (chrf, chrf_sig) = scores["bleu"], scores["chrf"]
     metrics = {
+        # the columns users compare first (`dvc exp show` keeps this order)
         "test_bleu": round(bleu["beam"].score, 4),
-        "test_bleu_greedy": round(bleu["greedy"].score, 4),
         "test_chrf": round(chrf, 4),
-        "test_loss": round(loss, 6),
         "test_ppl": round(perplexity(loss), 4),
+        "test_bleu_greedy": round(bleu["greedy"].score, 4),
+        "test_loss": round(loss, 6),
         "sentences": frame.height,
         "beam_size": cfg.evaluate.beam_size,
         "bleu_signature": bleu["beam"].signature,
