@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline.config import Config, from_env
+from pipeline.errors import UserError
 from pipeline.tracking import project_root
 
 TRIAL_DRIVER = "trial_driver"  # token resource: one per concurrent Tune trial driver
@@ -61,16 +64,53 @@ def prepare_env(cfg: Config, verbose: bool) -> dict[str, str]:
     return env
 
 
+CONNECT_TIMEOUT_S = 5.0
+AUTH_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+
+
+def check_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """An explicit `host:port` must accept a TCP connection within `timeout` seconds (Ray's own
+    client retries for ever); `auto` and `ray://` addresses are left to Ray."""
+    if address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return
+    except (OSError, ValueError) as err:
+        problem = str(err) or type(err).__name__
+    raise UserError(
+        f"no Ray cluster answers at ray.address {address} ({problem})",
+        fix="start it (`ray start --head ...`) or correct ray.address / RAY_ADDRESS; leave "
+        "both unset to start a local cluster",
+    )
+
+
+def _auth_env(address: str | None) -> None:
+    """Joining a cluster by explicit address: Ray turns token authentication on by itself only
+    for `auto`, so use the token mode whenever a token is configured (RAY_AUTH_TOKEN, or the
+    file `ray start` and every local `ray.init` write: ~/.ray/auth_token)."""
+    explicit = bool(address) and address != "auto" and "RAY_AUTH_MODE" not in os.environ
+    if explicit and (os.environ.get("RAY_AUTH_TOKEN") or AUTH_TOKEN_FILE.is_file()):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def init(cfg: Config, *, verbose: bool = False, trial_drivers: int = 0) -> Cluster:
     """ray.init (local or existing cluster); a local cluster gets `trial_drivers` tokens.
 
-    The dashboard process runs (bound to 127.0.0.1): Ray Train's placement-group cleaner needs
-    its State API, without which stopped trials leak their workers' CPUs.
+    `ray.address` null (and no RAY_ADDRESS) always starts a cluster of our own
+    (`address="local"`), even when another local cluster is running: joining it by accident
+    would share its CPUs and refuse our `trial_driver` resources. The dashboard process runs
+    (bound to 127.0.0.1): Ray Train's placement-group cleaner needs its State API, without
+    which stopped trials leak their workers' CPUs.
     """
     env = prepare_env(cfg, verbose)
+    address = from_env("ray.address", cfg.ray.address)
+    if address:
+        check_address(address)
+        _auth_env(address)
     import ray
 
-    address = from_env("ray.address", cfg.ray.address)
     kwargs: dict = {
         "logging_level": logging.INFO if verbose else logging.ERROR,
         "log_to_driver": True,
@@ -82,12 +122,21 @@ def init(cfg: Config, *, verbose: bool = False, trial_drivers: int = 0) -> Clust
     if address:
         kwargs["address"] = address
     else:
+        kwargs["address"] = "local"
         kwargs["num_cpus"] = cfg.ray.num_cpus
         if trial_drivers:
             kwargs["resources"] = {TRIAL_DRIVER: trial_drivers}
     if not verbose:
         logging.getLogger("ray").setLevel(logging.ERROR)
-    ray.init(**kwargs)
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(
+            f"cannot join the Ray cluster at {address or 'a new local cluster'} ({first[:200]})",
+            fix="check ray.address / RAY_ADDRESS and, for a token-authenticated cluster, that "
+            "this machine has its token (RAY_AUTH_TOKEN or ~/.ray/auth_token)",
+        ) from None
     res = ray.cluster_resources()
     return Cluster(
         cpus=res.get("CPU", 0.0),

@@ -2,7 +2,7 @@
 
 `session(cfg, verbose)` is the skeleton of both commands, in this order, so that bad input never
 costs a cluster start or touches an MLflow record: the job's environment, the bf16 mode, the
-prepared data against the config, the storage path, the MLflow store and experiment; then the
+prepared data against the config, the MLflow store, the storage path, the experiment; then the
 command's own cheap checks; then `Session.start_cluster` (a local Ray, or the configured one);
 the cluster is shut down however the command ends. Also here: the deterministic run key, the
 TorchTrainer builder and the prepared data's meta (the one truth about how the data was made).
@@ -166,8 +166,8 @@ def session(cfg: Config, verbose: bool = False) -> Iterator[Session]:
     raycluster.prepare_env(cfg, verbose)  # before ray is imported
     check_bf16(cfg)
     prepared = check_prepared(cfg)
+    client = tracking.client_for(cfg)  # server answers; schema initialised before any Ray process
     check_storage_root(raycluster.storage_root(cfg))
-    client = tracking.client_for(cfg)  # schema initialised before any Ray process starts
     exp_id = tracking.ensure_experiment(client, tracking.experiment_name(cfg))
     try:
         yield Session(cfg, prepared, client, exp_id, verbose)

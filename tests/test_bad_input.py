@@ -461,3 +461,54 @@ def test_evaluate_checkpoint_of_zeros(tmp_path):
     res = run("evaluate", "--params", PARAMS, "--checkpoint", "zeros.pt", cwd=tmp_path)
     one_line_error(res, "checkpoint zeros.pt is unreadable")
     assert list(tmp_path.iterdir()) == [tmp_path / "zeros.pt"]  # no metrics, no mlflow.db
+
+
+# ------------------------------------------------------------- unreachable cluster and server
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def prepared_project(tmp_path: Path) -> Path:
+    """Prepared data, tiny params, and an earlier FINISHED MLflow run of the same config."""
+    from conftest import make_prepared, tiny_params
+    from mlflow.tracking import MlflowClient
+
+    from pipeline import runs, tracking
+
+    make_prepared(tmp_path / "prep")
+    params = tiny_params(tmp_path / "prep", train__num_workers=1)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cfg = Config.model_validate(params)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.search_experiments(max_results=1)
+    exp = tracking.ensure_experiment(client, tracking.experiment_name(cfg))
+    key = runs.run_key(cfg, (tmp_path / "prep").resolve())
+    run_id = tracking.open_run(client, exp, key, name=key, tags={})
+    tracking.close_run(client, run_id)
+    return tmp_path
+
+
+def _earlier_run_status(root: Path) -> list[str]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exps = client.search_experiments()
+    return [r.info.status for r in client.search_runs([e.experiment_id for e in exps])]
+
+
+def test_unreachable_ray_address_is_refused_in_seconds_and_touches_no_run(prepared_project):
+    address = f"127.0.0.1:{_closed_port()}"
+    res = run("train", "--set", f"ray.address={address}", cwd=prepared_project)
+    one_line_error(res, f"no Ray cluster answers at ray.address {address}", "RAY_ADDRESS")
+    assert _earlier_run_status(prepared_project) == ["FINISHED"]  # not reopened, not failed
+
+
+def test_unreachable_tracking_server_is_refused_in_seconds(prepared_project):
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    for command in ("train", "tune"):
+        res = run(command, "--set", f"mlflow.tracking_uri={uri}", cwd=prepared_project)
+        one_line_error(res, f"the MLflow tracking server {uri} is not reachable")
+    assert not (prepared_project / "ray_results").exists()
