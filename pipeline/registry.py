@@ -26,6 +26,7 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 from pipeline.config import Config
@@ -150,27 +151,24 @@ def log_best_model(
     config = json.loads((best / "config.json").read_text())
     beam = int(config.get("evaluate", {}).get("beam_size", 1))
     name = registered_name(cfg)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(client.tracking_uri)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            prep = Path(tmp) / "preprocessing.json"
-            prep.write_text(json.dumps(_preprocessing(best, config), indent=2) + "\n")
-            artifacts = {key: str(best / f) for key, f in BEST_FILES.items()}
-            artifacts["preprocessing"] = str(prep)
-            with mlflow.start_run(run_id=run_id, log_system_metrics=False):
-                info = mlflow.pyfunc.log_model(
-                    name=MODEL_NAME,
-                    python_model=Translator(),
-                    artifacts=artifacts,
-                    signature=signature(beam),
-                    input_example=_example(best),
-                    pip_requirements=pip_requirements(),
-                    registered_model_name=name,
-                    await_registration_for=0,
-                )
-    finally:
-        mlflow.set_tracking_uri(previous)
+    # the fluent API on client's store; the global URI goes back to exactly what it was (unset
+    # stays unset: pinning the resolved default would tie later calls to this cwd's store)
+    with _use_tracking_uri(client.tracking_uri), tempfile.TemporaryDirectory() as tmp:
+        prep = Path(tmp) / "preprocessing.json"
+        prep.write_text(json.dumps(_preprocessing(best, config), indent=2) + "\n")
+        artifacts = {key: str(best / f) for key, f in BEST_FILES.items()}
+        artifacts["preprocessing"] = str(prep)
+        with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_NAME,
+                python_model=Translator(),
+                artifacts=artifacts,
+                signature=signature(beam),
+                input_example=_example(best),
+                pip_requirements=pip_requirements(),
+                registered_model_name=name,
+                await_registration_for=0,
+            )
     version = client.get_model_version(name, str(info.registered_model_version))
     all_tags = {"dvc_exp": dvc_experiment(), "model_id": info.model_id, **(tags or {})}
     for key, value in all_tags.items():
