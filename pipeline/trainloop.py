@@ -151,20 +151,26 @@ def _worker(config: Mapping[str, Any]) -> _Worker:
     return _Worker(cfg, prepared, rank, world, device, src_vocab, tgt_vocab, model, optimizer)
 
 
+def _train_metrics(r: Any, world: int) -> dict[str, Any]:
+    """An epoch report's training metrics over all ranks (an all-reduce: every rank calls it)."""
+    loss, tokens_per_s = _global_stats(r.train.loss, r.train.tokens, r.train.seconds)
+    return {"epoch": r.epoch, "train_loss": loss, "tokens_per_s": tokens_per_s, "world_size": world}
+
+
 def _reporter(w: _Worker) -> Callable[[Any], None]:
     """`fit`'s on_epoch: global train metrics on every rank; on rank 0 also the validation
     metrics (greedy BLEU added to fit's loss) and the epoch's checkpoint."""
     from pipeline.runs import prepared_meta
     from seq2seq.checkpoint import save_checkpoint
 
+    if w.rank != 0:  # only rank 0 validates and writes checkpoints
+        return lambda r: _report(_train_metrics(r, w.world), w.rank)
     frame = pl.read_parquet(w.prepared / "valid.parquet", columns=["src_ids", "tgt"])
     preprocessing = prepared_meta(w.prepared)
 
     def on_epoch(r: Any) -> None:
-        loss, tokens_per_s = _global_stats(r.train.loss, r.train.tokens, r.train.seconds)
-        metrics = {"epoch": r.epoch, "train_loss": loss, "tokens_per_s": tokens_per_s}
-        metrics["world_size"] = w.world
-        if w.rank != 0 or r.valid is None:
+        metrics = _train_metrics(r, w.world)
+        if r.valid is None:
             return _report(metrics, w.rank)
         t0 = time.perf_counter()
         bleu = val_bleu(w.model, frame, w.tgt_vocab, w.cfg, w.device)

@@ -94,3 +94,27 @@ def tiny_params(prepared: Path, **overrides: object) -> dict:
         section, name = key.split("__")
         raw.setdefault(section, {})[name] = value
     return raw
+
+
+def make_best(cfg, best: Path, *, lowercase: bool = True) -> Path:  # noqa: ANN001 - a Config
+    """`best` as the tune stage exports models/best, from an untrained model of `cfg` over its
+    prepared data: checkpoint.pt, config.json, both vocabularies."""
+    import shutil
+
+    import torch
+
+    from seq2seq.checkpoint import save_checkpoint
+    from seq2seq.model import Seq2Seq
+    from seq2seq.text import Preprocessing
+
+    prepared = Path(cfg.paths.prepared)
+    src, tgt = (Vocab.load(prepared / f"vocab.{s}.json") for s in ("src", "tgt"))
+    torch.manual_seed(0)
+    model = Seq2Seq.from_config(cfg.model, len(src), len(tgt))
+    prep = Preprocessing("de", "en", lowercase, reverse_source=True, max_source_tokens=6)
+    save_checkpoint(best, model=model, epoch=2, preprocessing=prep, config=cfg.model_dump(),
+                    src_vocab=src, tgt_vocab=tgt)  # fmt: skip
+    (best / "config.json").write_text(json.dumps(cfg.model_dump()))
+    for side in ("src", "tgt"):
+        shutil.copy(prepared / f"vocab.{side}.json", best / f"vocab.{side}.json")
+    return best

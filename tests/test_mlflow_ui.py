@@ -20,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import VENV_BIN, make_prepared
+from conftest import VENV_BIN, make_best, make_prepared
 from mlflow.tracking import MlflowClient
 
 from pipeline import figures, registry, tracking
@@ -39,29 +39,6 @@ ARGS = [
 BLEU = {0: 10.0, 1: 12.5, 2: 7.25}  # each trial's last val_bleu
 TEST_BLEU = 9.75
 MODEL = "seq2seq-sample-de-en"
-
-
-def _best_model(root: Path, cfg: Config) -> Path:
-    """models/best as tune exports it (an untrained tiny model)."""
-    import torch
-
-    from seq2seq.checkpoint import save_checkpoint
-    from seq2seq.model import Seq2Seq
-    from seq2seq.text import Preprocessing
-    from seq2seq.vocab import Vocab
-
-    prepared = Path(cfg.paths.prepared)
-    src, tgt = (Vocab.load(prepared / f"vocab.{s}.json") for s in ("src", "tgt"))
-    torch.manual_seed(0)
-    model = Seq2Seq.from_config(cfg.model, len(src), len(tgt))
-    best = root / "models" / "best"
-    prep = Preprocessing("de", "en", lowercase=True, reverse_source=True, max_source_tokens=6)
-    save_checkpoint(best, model=model, epoch=2, preprocessing=prep, config=cfg.model_dump(),
-                    src_vocab=src, tgt_vocab=tgt)  # fmt: skip
-    (best / "config.json").write_text(json.dumps(cfg.model_dump()))
-    for side in ("src", "tgt"):
-        shutil.copy(prepared / f"vocab.{side}.json", best / f"vocab.{side}.json")
-    return best
 
 
 def _sweep(root: Path) -> tuple[str, str, list[str]]:
@@ -90,7 +67,9 @@ def _sweep(root: Path) -> tuple[str, str, list[str]]:
     tracking.log_summary(client, parent, {"val_bleu": BLEU[1], "trial": "t1"})
     png = figures.learning_curves(curves, root / "models" / "learning_curves.png", best="t1")
     client.log_artifact(parent, str(png), "figures")
-    registry.log_best_model(client, cfg, parent, _best_model(root, cfg), tags={"sweep": "ui"})
+    registry.log_best_model(
+        client, cfg, parent, make_best(cfg, root / "models" / "best"), tags={"sweep": "ui"}
+    )
     tracking.close_run(client, parent)
 
     evaluation = client.create_run(exp, run_name="evaluate").info.run_id

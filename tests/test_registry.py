@@ -10,18 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
-from conftest import VENV_BIN, make_prepared
+from conftest import VENV_BIN, make_best, make_prepared
 from mlflow.tracking import MlflowClient
 
 from pipeline import registry, tracking
 from pipeline.config import Config
 from pipeline.stages.translate import prepare
-from seq2seq.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from seq2seq.checkpoint import load_checkpoint, model_from_checkpoint
 from seq2seq.evaluation import DecodeSpec, translate_texts
-from seq2seq.model import Seq2Seq
-from seq2seq.text import Preprocessing
-from seq2seq.vocab import Vocab
 
 SENTENCES = ["w1 w2 w3", "", "w4 w4 zzz-unknown"]
 
@@ -41,16 +37,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
             "evaluate.beam_size": 2,
         }
     )
-    src, tgt = (Vocab.load(prepared / f"vocab.{s}.json") for s in ("src", "tgt"))
-    torch.manual_seed(0)
-    model = Seq2Seq.from_config(cfg.model, len(src), len(tgt))
-    best = tmp_path / "models" / "best"
-    prep = Preprocessing("de", "en", lowercase=False, reverse_source=True, max_source_tokens=6)
-    save_checkpoint(best, model=model, epoch=1, preprocessing=prep, config=cfg.model_dump(),
-                    src_vocab=src, tgt_vocab=tgt)  # fmt: skip
-    (best / "config.json").write_text(json.dumps(cfg.model_dump()))
-    for side in ("src", "tgt"):
-        (best / f"vocab.{side}.json").write_bytes((prepared / f"vocab.{side}.json").read_bytes())
+    make_best(cfg, tmp_path / "models" / "best", lowercase=False)
     return cfg
 
 
