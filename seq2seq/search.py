@@ -17,6 +17,9 @@ fairseq, <eos> is accepted only from the top `beam_size` candidates of a step, s
 exactly greedy. A sentence stops once it holds `beam_size` finished hypotheses and none of its
 alive ones scores better at the current length (Hugging Face's `early_stopping=False` rule), or
 at its limit.
+
+`Ensemble` wraps several models as one (the average of their log-probabilities) for the same
+decoders; decoder states may be nested tuples of (L, B, H) tensors (one (h, c) per member).
 """
 
 from __future__ import annotations
@@ -25,10 +28,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from seq2seq.defaults import DEFAULT_BATCH_ROWS, DEFAULT_LENGTH_PENALTY, DEFAULT_MAX_LEN_RATIO
 from seq2seq.vocab import EOS, PAD, SOS
+
+VOCAB_SIZES = ("src_vocab_size", "tgt_vocab_size")
 
 CHECK_EVERY = 8  # steps between "all finished?" host syncs on an accelerator
 CPU_CHECK_EVERY = 1  # ... and on the CPU, where a check is free
@@ -63,11 +69,83 @@ class _EvalMode:
         self.model.train(self.was_training)
 
 
+class Ensemble(nn.Module):
+    """Several models decoding as one: the average of the members' log-probabilities.
+
+    It offers what the decoders use (`encode`, `decode_step`), so greedy and beam search run
+    unchanged on it, batched: `encode` gives the tuple of the members' states, `decode_step` the
+    mean of the members' log_softmax (B, V), which the searches treat as logits (beam search
+    renormalises it; an ensemble of one scores exactly like its member). Members may differ in
+    depth, width or dropout; they must share the vocabularies (their sizes are checked here,
+    the tokens by the caller). `forward` is the teacher-forced loss of the renormalised
+    average, with `Seq2Seq.forward`'s signature and tf_mask all True, so perplexity works too.
+    It starts in eval mode, and puts its members in eval mode.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        sizes = {
+            tuple((getattr(m, "args", None) or {}).get(k) for k in VOCAB_SIZES) for m in members
+        }
+        if len(sizes) > 1:
+            raise ValueError(f"ensemble members differ in vocabulary sizes: {sorted(sizes)}")
+        self.members = nn.ModuleList(members)
+        self.eval()  # for inference: the members too (the decoders restore this mode after)
+
+    def _each(self) -> list[Any]:
+        return list(self.members)
+
+    def encode(self, src: Tensor, src_lens: Tensor) -> tuple[Any, ...]:
+        """src (B, S), src_lens (B,) -> one decoder state per member."""
+        return tuple(m.encode(src, src_lens) for m in self._each())
+
+    def decode_step(self, y_prev: Tensor, state: tuple[Any, ...]) -> tuple[Tensor, tuple]:
+        """y_prev (B,) -> the members' mean log-probabilities (B, V), fp32, and their states."""
+        logps, states = [], []
+        for member, own in zip(self._each(), state, strict=True):
+            logits, own = member.decode_step(y_prev, own)
+            logps.append(torch.log_softmax(logits.float(), dim=-1))
+            states.append(own)
+        return torch.stack(logps).mean(0), tuple(states)
+
+    def forward(
+        self, src: Tensor, src_lens: Any, tgt: Tensor, tgt_lens: Any, tf_mask: Any
+    ) -> tuple[Tensor, int]:
+        """Summed cross-entropy (fp32) of tgt (B, T) = `<sos> y <eos>` PAD-padded, teacher
+        forced, and the number of target tokens: Seq2Seq.forward for an ensemble."""
+        if not all(bool(flag) for flag in tf_mask):
+            raise ValueError("an ensemble is scored teacher-forced only (tf_mask all True)")
+        state = self.encode(src, torch.as_tensor(src_lens))
+        total = torch.zeros((), device=tgt.device)
+        for t in range(tgt.size(1) - 1):
+            logp, state = self.decode_step(tgt[:, t], state)
+            gold = tgt[:, t + 1]  # PAD after a sentence's <eos>: ignored
+            step = F.nll_loss(logp.log_softmax(-1), gold, ignore_index=PAD, reduction="sum")
+            total = total + step
+        return total, int((torch.as_tensor(tgt_lens) - 1).sum())
+
+
 def _ban_specials(logits: Tensor) -> Tensor:
     """logits (N, V) with <pad> and <sos> made impossible: they are never valid outputs."""
     logits[:, PAD] = float("-inf")
     logits[:, SOS] = float("-inf")
     return logits
+
+
+def _select(state: Any, index: Tensor) -> Any:
+    """Rows `index` of a decoder state: (L, N, H) tensors, or (nested) tuples of them."""
+    if isinstance(state, Tensor):
+        return state.index_select(1, index)
+    return tuple(_select(s, index) for s in state)
+
+
+def _repeat(state: Any, k: int) -> Any:
+    """Each row of a decoder state `k` times in a row: (L, B, H) -> (L, B*K, H), nested alike."""
+    if isinstance(state, Tensor):
+        return state.repeat_interleave(k, dim=1)
+    return tuple(_repeat(s, k) for s in state)
 
 
 def _to_lists(tokens: Tensor, lengths: Tensor) -> list[list[int]]:
@@ -107,7 +185,7 @@ def greedy_decode(
                     break
                 if keep.numel() < rows.numel():
                     rows, y, done = rows[keep], y[keep], done[keep]
-                    state = (state[0].index_select(1, keep), state[1].index_select(1, keep))
+                    state = _select(state, keep)
     return _to_lists(tokens, lengths)
 
 
@@ -132,15 +210,14 @@ def beam_search(
     limits, steps = _limits(max_len, batch, device)
     every = _check_every(device)
     with _EvalMode(model):
-        h, c = model.encode(src, src_lens)  # (L, B, H) each
-        state = (h.repeat_interleave(k, dim=1), c.repeat_interleave(k, dim=1))  # (L, B*K, H)
+        state = _repeat(model.encode(src, src_lens), k)  # (L, B*K, H) tensors
         beam = _BeamState(batch, k, max(steps, 1), limits, length_penalty, device)
         y = torch.full((batch * k,), SOS, dtype=torch.long, device=device)
         for t in range(steps):
             logits, state = model.decode_step(y, state)  # (B*K, V)
             logp = torch.log_softmax(_ban_specials(logits.float()), dim=-1)
             origin, y = beam.step(t, logp)  # (B*K,) flat indices of parent beams, new tokens
-            state = (state[0].index_select(1, origin), state[1].index_select(1, origin))
+            state = _select(state, origin)
             if (t + 1) % every == 0 and bool(beam.done.all()):
                 break
     return _to_lists(beam.fin_tokens[:, 0], beam.fin_lens[:, 0])

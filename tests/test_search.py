@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from seq2seq.metrics import corpus_bleu
 from seq2seq.model import Seq2Seq
-from seq2seq.search import beam_search, greedy_decode, translate_ids
+from seq2seq.search import Ensemble, beam_search, greedy_decode, translate_ids
 from seq2seq.vocab import EOS, PAD, SOS, Vocab
 
 SRC_WORDS = "ein mann eine frau hund katze sieht läuft rot blau groß klein der die im park"
@@ -247,3 +247,76 @@ def test_results_do_not_depend_on_the_sync_interval(toy, monkeypatch, every):
     expected = [y[: int(n)] for y, n in zip(tgt, limits, strict=True)]
     assert greedy_decode(model, s, lens, limits) == expected
     assert beam_search(model, s, lens, beam_size=3, max_len=limits) == expected
+
+
+# ----------------------------------------------------------------------------------- ensembles
+def _untrained(seed: int, layers: int) -> Seq2Seq:
+    torch.manual_seed(seed)
+    model = Seq2Seq(30, 12, emb_dim=8, hidden_dim=16, num_layers=layers, dropout=0.2)
+    model.out.weight.data.mul_(20)  # sharpen: hypotheses differ clearly in score
+    return model.eval()
+
+
+def _sources() -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(7)
+    return torch.randint(4, 30, (9, 6)), torch.tensor([6, 1, 3, 5, 2, 6, 4, 4, 1])
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_ensemble_of_copies_equals_the_single_model(toy, members):
+    """An ensemble of one model, or of two identical copies, decodes and scores like it."""
+    import copy
+
+    for model, (src, lens), limit in (
+        (toy[0], pad(toy[1]), 20),
+        (_untrained(3, 2), _sources(), 8),
+    ):
+        ens = Ensemble([copy.deepcopy(model) for _ in range(members)])
+        assert greedy_decode(ens, src, lens, limit) == greedy_decode(model, src, lens, limit)
+        beams = beam_search(model, src, lens, beam_size=3, max_len=limit, length_penalty=1.0)
+        assert beam_search(ens, src, lens, beam_size=3, max_len=limit, length_penalty=1.0) == beams
+        with torch.no_grad():
+            for i, hyp in enumerate(beams):
+                one = (src[i : i + 1], lens[i : i + 1])
+                expected = score_hypothesis(model, *one, hyp, 1.0, limit)
+                assert score_hypothesis(ens, *one, hyp, 1.0, limit) == pytest.approx(expected)
+    ids = translate_ids(Ensemble([toy[0]] * members), toy[1], beam_size=4, batch_size=8)
+    assert ids == toy[2]  # batched over the corpus, in input order
+
+
+def test_ensemble_averages_log_probabilities_and_beam_finds_its_best():
+    """Two different members (1 and 2 layers): the step output is the mean of their
+    log_softmax, and a beam as wide as the search space finds the best under that average."""
+    a, b = _untrained(5, 1), _untrained(6, 2)
+    ens = Ensemble([a, b])
+    src, lens = torch.tensor([[4, 5, 6]]), torch.tensor([3])
+    y = torch.tensor([SOS])
+    with torch.no_grad():
+        got, _ = ens.decode_step(y, ens.encode(src, lens))
+        mean = sum(torch.log_softmax(m.decode_step(y, m.encode(src, lens))[0], -1) for m in (a, b))
+        assert torch.allclose(got, mean / 2)
+        outputs = [1, *range(4, 12)]
+        hyps = [[]] + [[x] for x in outputs] + [[x, z] for x in outputs for z in outputs]
+        scores = [score_hypothesis(ens, src, lens, h, 1.0, 2) for h in hyps]
+        alone = [[score_hypothesis(m, src, lens, h, 1.0, 2) for h in hyps] for m in (a, b)]
+    best = hyps[max(range(len(hyps)), key=scores.__getitem__)]
+    assert beam_search(ens, src, lens, beam_size=len(hyps), max_len=2) == [best]
+    for own in alone:  # the average chose what neither member would have chosen alone
+        assert best != hyps[max(range(len(hyps)), key=own.__getitem__)]
+
+
+def test_ensemble_loss_of_one_equals_the_model_and_bad_members_are_refused(toy):
+    model, src, tgt, _ = toy
+    s, s_lens = pad(src)
+    t, t_lens = pad([[SOS, *y, EOS] for y in tgt])
+    tf = [True] * (t.size(1) - 1)
+    with torch.no_grad():
+        single, n = model(s, s_lens, t, t_lens, tf)
+        both, n2 = Ensemble([model, model])(s, s_lens, t, t_lens, tf)
+    assert n2 == n and both.item() == pytest.approx(single.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="teacher-forced only"):
+        Ensemble([model])(s, s_lens, t, t_lens, [False] * len(tf))
+    with pytest.raises(ValueError, match="vocabulary sizes"):
+        Ensemble([model, Seq2Seq(5, 6, emb_dim=4, hidden_dim=4, num_layers=1, dropout=0.0)])
+    with pytest.raises(ValueError, match="at least one"):
+        Ensemble([])
