@@ -207,6 +207,9 @@ class TrainConfig(_Section):
     )
     clip_norm: float = Field(1.0, gt=0)
     teacher_forcing: float = Field(1.0, ge=0.0, le=1.0)
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=1.0, description="training objective only; validation is plain NLL"
+    )
     bf16: Literal["auto", "on", "off"] = "auto"
     seed: int = 1234
     num_workers: int = Field(1, ge=1)

@@ -113,6 +113,7 @@ class Seq2Seq(nn.Module):
         tgt: Tensor,
         tgt_lens: Tensor | Sequence[int],
         tf_mask: Tensor | Sequence[bool],
+        label_smoothing: float = 0.0,
     ) -> tuple[Tensor, int]:
         """Summed cross-entropy of a batch under a teacher-forcing plan.
 
@@ -120,7 +121,9 @@ class Seq2Seq(nn.Module):
         tf_mask (T-1,) bool, one per decoder step: True feeds step t the reference token tgt[:, t],
         False feeds it the argmax of step t-1's logits; step 0's input is always <sos>.
         Lengths and tf_mask are read on the host (pass CPU tensors or lists: on an accelerator
-        they would cost a sync). Returns (loss_sum: fp32 scalar over the n non-pad target
+        they would cost a sync). `label_smoothing` > 0 spreads that much of each target's
+        probability mass uniformly over the vocabulary (the training objective only; 0 gives the
+        plain negative log-likelihood). Returns (loss_sum: fp32 scalar over the n non-pad target
         tokens, n_tokens = sum(tgt_lens - 1)).
         """
         steps = tgt.shape[1] - 1
@@ -133,11 +136,14 @@ class Seq2Seq(nn.Module):
         hidden = outs.reshape(-1, outs.shape[-1]).index_select(0, plan.flat_idx)  # (N, H)
         logits = self.out(self.dropout(hidden))  # (N, V)
         gold = tgt[:, 1:].reshape(-1).index_select(0, plan.flat_idx)  # (N,)
-        loss = F.cross_entropy(_at_least_fp32(logits), gold, reduction="sum")
+        ls = label_smoothing
+        loss = F.cross_entropy(_at_least_fp32(logits), gold, reduction="sum", label_smoothing=ls)
         if end_logits:
             stacked = _at_least_fp32(torch.cat(end_logits))  # (sum of live rows, V)
             gold_end = tgt.reshape(-1).index_select(0, plan.end_gold_idx)  # PAD past a sentence
-            loss = loss + F.cross_entropy(stacked, gold_end, ignore_index=PAD, reduction="sum")
+            loss = loss + F.cross_entropy(
+                stacked, gold_end, ignore_index=PAD, reduction="sum", label_smoothing=ls
+            )
         return loss, plan.n_tokens
 
     def _decode_segments(self, state: State, tgt: Tensor, plan: _StepPlan) -> tuple[Tensor, list]:

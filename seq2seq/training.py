@@ -48,6 +48,8 @@ class FitSpec(OptimSpec, Protocol):
     @property
     def teacher_forcing(self) -> float: ...
     @property
+    def label_smoothing(self) -> float: ...
+    @property
     def seed(self) -> int: ...
 
 
@@ -202,10 +204,15 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def _forward(model: nn.Module, batch: Batch, tf: Tensor) -> tuple[Tensor, int]:
+def _forward(
+    model: nn.Module, batch: Batch, tf: Tensor, label_smoothing: float = 0.0
+) -> tuple[Tensor, int]:
     # Lengths and coins go in as host objects (numpy, list): DDP moves tensor arguments to the
     # device, and reading them back there would synchronise every step.
-    return model(batch.src, batch.src_lens.numpy(), batch.tgt, batch.tgt_lens.numpy(), tf.tolist())
+    lens = batch.src_lens.numpy(), batch.tgt_lens.numpy()
+    if label_smoothing:
+        return model(batch.src, lens[0], batch.tgt, lens[1], tf.tolist(), label_smoothing)
+    return model(batch.src, lens[0], batch.tgt, lens[1], tf.tolist())
 
 
 def train_epoch(
@@ -218,9 +225,11 @@ def train_epoch(
     generator: torch.Generator,
     autocast: bool,
     progress: Progress | None = None,
+    label_smoothing: float = 0.0,
 ) -> EpochStats:
     """One pass over `batches` (model may be DDP-wrapped): per batch, mean token loss, backward,
-    gradient-norm clipping, step. Returns token-weighted loss of the epoch, ppl and throughput."""
+    gradient-norm clipping, step. Returns token-weighted loss of the epoch (the training
+    objective: label-smoothed when `label_smoothing` > 0), ppl and throughput."""
     device = _device_of(model)
     model.train()
     total = torch.zeros((), dtype=torch.float64, device=device)
@@ -230,7 +239,7 @@ def train_epoch(
         batch = batch.to(device)
         tf = draw_teacher_forcing(teacher_forcing, batch.tgt.shape[1] - 1, generator)
         with _autocast(device, autocast):
-            loss_sum, n = _forward(model, batch, tf)
+            loss_sum, n = _forward(model, batch, tf, label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         (loss_sum / n).backward()
         nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
@@ -350,4 +359,5 @@ def _train_one_epoch(
         generator=generator,
         autocast=autocast,
         progress=progress,
+        label_smoothing=spec.label_smoothing,
     )

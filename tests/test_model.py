@@ -106,6 +106,31 @@ def test_fast_forward_equals_step_by_step_on_mixed_lengths(ratio: float) -> None
     _assert_fast_equals_step_by_step(_model(seed=6), b, mask)
 
 
+@pytest.mark.parametrize("ratio", [1.0, 0.5])
+def test_label_smoothing_equals_the_step_by_step_smoothed_loss(ratio: float) -> None:
+    """With label smoothing the fast forward still equals the plain loop's smoothed loss (pad
+    targets excluded), and it differs from the unsmoothed loss."""
+    b = _batch(seed=7, n=6)
+    model = _model(seed=3)
+    model.reset_parameters(bound=1.0)  # peaked predictions: smoothing visibly matters
+    steps = b.tgt.shape[1] - 1
+    mask = torch.rand(steps, generator=torch.Generator().manual_seed(int(ratio * 10))) < ratio
+    mask[0] = True
+    state = model.encode(b.src, b.src_lens)
+    y, ref = b.tgt[:, 0], torch.zeros((), dtype=torch.float64)
+    for t in range(steps):
+        if t > 0:
+            y = b.tgt[:, t] if mask[t] else logits.argmax(-1)  # noqa: F821 (set last step)
+        logits, state = model.decode_step(y, state)
+        ce = F.cross_entropy(logits, b.tgt[:, t + 1], ignore_index=PAD, reduction="sum",
+                             label_smoothing=0.1)  # fmt: skip
+        ref = ref + ce
+    smoothed, _ = model(b.src, b.src_lens, b.tgt, b.tgt_lens, mask, 0.1)
+    plain, _ = model(b.src, b.src_lens, b.tgt, b.tgt_lens, mask)
+    torch.testing.assert_close(smoothed, ref, rtol=1e-10, atol=1e-10)
+    assert abs(smoothed.item() - plain.item()) > 1e-3  # smoothing really changes the loss
+
+
 def test_free_running_really_feeds_predictions_back() -> None:
     b = _batch(seed=4)
     model = _model(seed=2)

@@ -216,6 +216,7 @@ class FitSpecT(Spec):
     bucket_pool: int = 2
     clip_norm: float = 1.0
     teacher_forcing: float = 0.7
+    label_smoothing: float = 0.0
     seed: int = 5
 
 
@@ -263,3 +264,14 @@ def test_fit_without_valid_and_sharded_by_rank() -> None:
     alone = fit(model, make_optimizer(model, spec), _corpus(), None, spec)
     assert reports[0].valid is None
     assert reports[0].train.tokens < alone[0].train.tokens  # half of each global batch
+
+
+def test_label_smoothing_trains_on_the_smoothed_loss_and_validates_plain_nll() -> None:
+    plain_model, _, plain = _fit(FitSpecT(epochs=1))
+    model, _, smooth = _fit(FitSpecT(epochs=1, label_smoothing=0.2))
+    assert abs(smooth[0].train.loss - plain[0].train.loss) > 1e-6  # the objective changed
+    assert not torch.equal(model.out.weight, plain_model.out.weight)  # and so did the updates
+    batches = iterate_batches(_corpus(), 256, shuffle=False, seed=0, epoch=0)
+    again = evaluate_loss(model, batches, autocast=False)
+    assert smooth[0].valid is not None
+    assert smooth[0].valid.loss == pytest.approx(again.loss, rel=1e-9)  # plain NLL, unsmoothed
