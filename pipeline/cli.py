@@ -1,4 +1,4 @@
-"""The `pipeline` command: one sub-command per DVC stage, plus `train` and `translate`.
+"""The `pipeline` command: one sub-command per DVC stage, plus `train`, `translate`, `figures`.
 
 Commands are thin: load the config (params.yaml + --set overrides), call a stage function in
 pipeline/stages/, print a one-line error for user mistakes. Heavy imports (torch, ray, mlflow,
@@ -180,11 +180,64 @@ def translate(
     batch_size: Annotated[
         int, typer.Option(min=1, help="Decoder rows per batch: sentences x beam size.")
     ] = DECODE.batch_size,
+    ensemble: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Decode with the sweep's top K checkpoints (top/1..K beside the --checkpoint "
+            "folder: models/top).",
+        ),
+    ] = DECODE.ensemble,
 ) -> None:
     """Translate sentences with a checkpoint (its own cleaning, tokenisation and reversal)."""
     from pipeline.stages import translate as stage
 
-    stage.run(checkpoint, sentences, input_file, beam_size=beam_size, batch_size=batch_size)
+    stage.run(
+        checkpoint,
+        sentences,
+        input_file,
+        beam_size=beam_size,
+        batch_size=batch_size,
+        ensemble=ensemble,
+    )
+
+
+@app.command()
+@_user_errors
+def figures(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Checkpoint to draw (default: models/best).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="PNG to write (default: metrics/encoder_pca.png).")
+    ] = None,
+) -> None:
+    """The paper's Figure 2: a 2-D PCA of encoder states of German minimal pairs (PNG, MLflow)."""
+    from pipeline.stages import figures as stage
+
+    stage.run(_config(params, set_), checkpoint=checkpoint, out=out)
+
+
+@app.command()
+@_user_errors
+def experiment(
+    profile: Annotated[str, typer.Argument(help="A profile name (profiles/NAME.yaml) or path.")],
+    params: ParamsOpt = Path("params.yaml"),
+    queue: Annotated[
+        bool, typer.Option("--queue", help="Only queue it (`dvc queue start` runs the queue).")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check the profile and print the dvc command.")
+    ] = False,
+) -> None:
+    """Run a versioned profile as a DVC experiment: `dvc exp run -n NAME -S key=value ...`."""
+    from pipeline import profiles
+
+    status = profiles.run(profile, params, queue=queue, dry_run=dry_run)
+    if status:
+        raise typer.Exit(status)
 
 
 def main() -> None:

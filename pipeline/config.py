@@ -291,6 +291,9 @@ class TuneConfig(_Section):
     grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial may be stopped")
     reduction_factor: int = Field(2, ge=2)
     seed: int = 9  # the default 2-sample sweep then compares a 1-layer with a 2-layer model
+    export_top: int = Field(
+        5, ge=1, description="best checkpoints of this many top trials -> models/top (ensembles)"
+    )
     search_space: dict[str, Distribution] = Field(default_factory=_default_space)
 
     @property
@@ -313,6 +316,9 @@ class EvaluateConfig(_Section):
     batch_size: int = Field(defaults.DEFAULT_BATCH_ROWS, ge=1)
     num_examples: int = Field(20, ge=0)
     length_buckets: list[int] = Field(default_factory=lambda: [10, 20, 30, 40])
+    ensemble: int = Field(
+        1, ge=1, description="decode with the sweep's top-K checkpoints (models/top/1..K)"
+    )
 
 
 # ----------------------------------------------------------------------------- mlflow, ray, paths

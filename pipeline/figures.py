@@ -112,3 +112,51 @@ def bleu_by_length(buckets: Sequence[dict], out: str | Path, *, title: str = "")
 def bleu_by_length_file(json_path: str | Path, out: str | Path, *, title: str = "") -> Path:
     """`bleu_by_length` from the evaluate stage's `bleu_by_length.json`."""
     return bleu_by_length(json.loads(Path(json_path).read_text()), out, title=title)
+
+
+ENCODER_PCA_FILE = "encoder_pca.png"
+ORDER_MARKERS = ("o", "s", "^", "D", "v")  # one marker per word order (or other variant)
+
+
+def encoder_pca(
+    points: Sequence[Sequence[float]],
+    labels: Sequence[str],
+    meanings: Sequence[str],
+    orders: Sequence[str],
+    out: str | Path,
+    *,
+    explained: Sequence[float] = (),
+    title: str = "",
+) -> Path:
+    """The paper's Figure 2: 2-D PCA points of encoder states, each labelled with its phrase;
+    one colour per meaning, one marker per word order (legends for both). `explained`: the
+    variance share of PC1 and PC2, shown on the axes."""
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(dict.fromkeys(meanings))}
+    markers = {
+        o: ORDER_MARKERS[i % len(ORDER_MARKERS)] for i, o in enumerate(dict.fromkeys(orders))
+    }
+    fig, ax = plt.subplots(figsize=(9, 7))
+    for (x, y), label, meaning, order in zip(points, labels, meanings, orders, strict=True):
+        ax.scatter([x], [y], color=colours[meaning], marker=markers[order], s=60, zorder=3)
+        ax.annotate(label, (x, y), xytext=(5, 4), textcoords="offset points", fontsize="small")
+    for meaning, colour in colours.items():
+        ax.scatter([], [], color=colour, marker="o", label=meaning)
+    for order, marker in markers.items():
+        ax.scatter([], [], color="grey", marker=marker, label=order)
+    ax.legend(fontsize="small", loc="best")
+    share = [f" ({100 * v:.0f}% of variance)" for v in explained] + ["", ""]
+    ax.set_xlabel(f"PC1{share[0]}")
+    ax.set_ylabel(f"PC2{share[1]}")
+    ax.set_title(title or "encoder states of minimal pairs (2-D PCA)")
+    ax.grid(True, alpha=0.3)
+    ax.margins(0.25)  # room for the labels
+    fig.tight_layout()
+    return _save(fig, Path(out))
+
+
+def placeholder(out: str | Path, message: str) -> Path:
+    """A small PNG that says why a figure could not be drawn (stage outputs stay complete)."""
+    fig, ax = plt.subplots(figsize=(7, 2))
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    ax.set_axis_off()
+    return _save(fig, Path(out))

@@ -1,5 +1,7 @@
 """What a finished sweep leaves behind (`finish`): `models/best` (the best trial's best
-checkpoint, its config, vocabularies and `info.json`), `models/trials.csv`, `models/curves/*.csv`
+checkpoint, its config, vocabularies and `info.json`), `models/top/<rank>/checkpoint.pt` (the best
+checkpoint of each of the `tune.export_top` best trials, for ensembles) with
+`models/top/members.json`, `models/trials.csv`, `models/curves/*.csv`
 and `models/learning_curves.png`; on the sweep's parent run the best-trial summary, the figure
 and the best model as an MLflow pyfunc model, registered as a new version of
 `seq2seq-<corpus>-<src>-<tgt>`.
@@ -7,6 +9,7 @@ and the best model as an MLflow pyfunc model, registered as a new version of
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +22,85 @@ CURVE_COLUMNS = ("epoch", "train_loss", "val_loss", "val_ppl", "val_bleu")
 INFO_FILE = "info.json"  # models/best: where it came from (read by evaluate)
 
 
+def train_record(run_dir: str) -> list[dict[str, Any]]:
+    """The per-epoch metrics of every checkpoint a Ray Train run saved (rank 0's report, plus its
+    `checkpoint_path`), by epoch; [] before its first checkpoint. Read from the run's checkpoint
+    snapshot, which Ray Train writes before a report reaches Tune: it survives the driver."""
+    import logging
+
+    import ray.train
+
+    log = logging.getLogger("ray.train")  # "A run snapshot was found ..." on every read
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        result = ray.train.Result.from_path(run_dir)
+    except RuntimeError:  # no run folder, or no checkpoint yet
+        return []
+    finally:
+        log.setLevel(level)
+    by_epoch = {
+        int(metrics["epoch"]): {**metrics, "checkpoint_path": ckpt.path}
+        for ckpt, metrics in result.best_checkpoints or []
+        if "epoch" in metrics
+    }
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """One trial as the sweep's outputs see it, rebuilt from what survives a lost driver: Tune's
+    trial list (id, sampled config, error), the trial's MLflow run (every epoch, exactly once)
+    and its Ray Train checkpoints. Tune's own result log is not used: a trial restored after the
+    driver died restarts there from nothing while its training run resumes. Has the fields of
+    Tune's `Result` that the exports read (`path`, `config`, `error`, `metrics`)."""
+
+    path: str  # Tune's trial folder: its name is the trial id
+    config: dict[str, Any]  # the sampled values
+    error: Any  # None unless the trial failed
+    curve: Any  # polars frame, CURVE_COLUMNS, one row per epoch (its MLflow run's history)
+    metrics: dict[str, Any]  # the latest checkpoint's metrics and checkpoint_path; {}: none
+    run_id: str  # its MLflow run ("" if none)
+
+
 def _curve(result: Any) -> Any:
-    """A trial's per-epoch metrics (polars frame, one row per epoch, last report wins)."""
+    """A trial's per-epoch metrics (polars frame, one row per epoch)."""
+    return result.curve
+
+
+def _frame(rows: list[dict[str, Any]]) -> Any:
     import polars as pl
 
-    df = result.metrics_dataframe
-    if df is None or "epoch" not in df:
-        return pl.DataFrame(
-            {c: [] for c in CURVE_COLUMNS}, schema=dict.fromkeys(CURVE_COLUMNS, pl.Float64)
-        )
-    frame = pl.from_pandas(df[[c for c in CURVE_COLUMNS if c in df]])
-    return frame.unique("epoch", keep="last").sort("epoch")
+    schema = {c: pl.Int64 if c == "epoch" else pl.Float64 for c in CURVE_COLUMNS}
+    return pl.DataFrame([{c: r.get(c) for c in CURVE_COLUMNS} for r in rows], schema=schema)
+
+
+def outcome(cfg: Config, result: Any, client: Any, exp_id: str, sweep: str, runs: str) -> Any:
+    """A finished trial's `TrialOutcome` from Tune's `result` (id, config, error): its MLflow
+    run completed from its checkpoints' record, tagged and closed if still open; the curve is
+    the run's history, so trials.csv and curves agree with MLflow."""
+    trial_id = Path(result.path).name
+    record = train_record(f"{runs}/{trial_id}")
+    run_id = tracking.find_run(client, exp_id, f"{sweep}/{trial_id}") or ""
+    ok = result.error is None
+    rows: list[dict[str, Any]] = record
+    if run_id:
+        logged = tracking.logged_steps(client, run_id)
+        tracking.backfill(client, run_id, record, logged)
+        epochs = trial_config(cfg, result.config or {}).train.epochs
+        tracking.tag_outcome(client, run_id, logged, epochs, ok)
+        if client.get_run(run_id).info.status == "RUNNING":
+            tracking.close_run(client, run_id, ok=ok)
+        rows = tracking.metric_rows(client, run_id, CURVE_COLUMNS[1:])
+    metrics = dict(record[-1]) if record else {}
+    return TrialOutcome(
+        result.path, result.config or {}, result.error, _frame(rows), metrics, run_id
+    )
+
+
+def outcomes(cfg: Config, grid: Any, client: Any, exp_id: str, sweep: str, runs: str) -> list:
+    """`outcome` of every trial of the finished sweep (`runs`: its Train runs' folder)."""
+    return [outcome(cfg, result, client, exp_id, sweep, runs) for result in grid]
 
 
 def trial_rows(cfg: Config, grid: Any, client: Any, exp_id: str, sweep: str) -> list[dict]:
@@ -38,17 +109,18 @@ def trial_rows(cfg: Config, grid: Any, client: Any, exp_id: str, sweep: str) -> 
     rows = []
     for result in grid:
         trial_id = Path(result.path).name
-        curve = _curve(result)
-        best = curve.sort(metric, descending=mode == "max").head(1).to_dicts() if len(curve) else []
-        ran = int(curve["epoch"].max()) if len(curve) else 0
+        curve = _curve(result).drop_nulls(metric)
+        best = curve.sort(metric, descending=mode == "max").head(1).to_dicts()
+        ran = int(_curve(result)["epoch"].max() or 0)
         row: dict[str, Any] = {"trial": trial_id, **(result.config or {})}
         for key in ("val_bleu", "val_loss", "val_ppl"):
             row[f"best_{key}" if key == metric else key] = best[0].get(key) if best else None
+        epochs = trial_config(cfg, result.config or {}).train.epochs
         row.update(
             epochs_run=ran,
-            stopped_early=result.error is None and ran < cfg.train.epochs,
+            stopped_early=result.error is None and ran < epochs,
             status="error" if result.error is not None else "ok",
-            mlflow_run_id=tracking.find_run(client, exp_id, f"{sweep}/{trial_id}") or "",
+            mlflow_run_id=result.run_id,
         )
         rows.append(row)
     return rows
@@ -65,12 +137,13 @@ def export_best(cfg: Config, grid: Any, prepared: Path) -> dict[str, Any]:
     from seq2seq.io import atomic_dir
 
     metric, mode = cfg.tune.metric, cfg.tune.mode
-    best = grid.get_best_result(metric, mode, scope="all")
-    if best is None or not best.metrics or "checkpoint_path" not in best.metrics:
+    ranked = ranked_trials(grid, metric, mode)
+    if not ranked:
         raise UserError(
             "no trial finished an epoch, so there is no checkpoint to export",
             fix="see the trial errors above (or run with --verbose)",
         )
+    top, best = ranked[0]
     run_dir = os.path.dirname(best.metrics["checkpoint_path"])
     ckpt = ray.train.Result.from_path(run_dir).get_best_checkpoint(metric, mode)
     if ckpt is None:
@@ -84,9 +157,70 @@ def export_best(cfg: Config, grid: Any, prepared: Path) -> dict[str, Any]:
         (tmp / "config.json").write_text(json.dumps(trial_cfg.model_dump(), indent=2) + "\n")
         for name in ("vocab.src.json", "vocab.tgt.json"):
             shutil.copy2(prepared / name, tmp / name)
-    curve = _curve(best)
-    top = curve.sort(metric, descending=mode == "max").head(1).to_dicts()[0]
     return {"trial": Path(best.path).name, "params": best.config, **top}
+
+
+def ranked_trials(grid: Any, metric: str, mode: str) -> list[tuple[dict, Any]]:
+    """(best epoch row, result) of every trial that reported a checkpoint, best trial first
+    (by its best `metric`, as `get_best_result(scope="all")` ranks them; ties by trial id)."""
+    ranked = []
+    for result in grid:
+        if not result.metrics or "checkpoint_path" not in result.metrics:
+            continue
+        curve = _curve(result)
+        if metric not in curve.columns:
+            continue
+        rows = curve.drop_nulls(metric).sort(metric, descending=mode == "max").head(1).to_dicts()
+        if rows:
+            ranked.append((rows[0], result))
+    sign = -1.0 if mode == "max" else 1.0
+    return sorted(ranked, key=lambda pair: (sign * pair[0][metric], Path(pair[1].path).name))
+
+
+def _trial_checkpoint(result: Any, metric: str, mode: str) -> Any:
+    """A trial's best Ray checkpoint (None when its run folder holds none)."""
+    import os
+
+    import ray.train
+
+    run_dir = os.path.dirname(result.metrics["checkpoint_path"])
+    return ray.train.Result.from_path(run_dir).get_best_checkpoint(metric, mode)
+
+
+def export_top(cfg: Config, grid: Any) -> list[dict]:
+    """The best checkpoint of each of the `tune.export_top` best trials -> paths.models/top/
+    <rank>/checkpoint.pt (rank 1: the best trial, the checkpoint models/best holds; optimizer
+    state dropped) and top/members.json (rank, trial, metric, epoch, sampled params), atomically.
+    Fewer when fewer trials left a checkpoint; evaluate.ensemble takes ranks 1..K."""
+    from pipeline.ensembles import MEMBERS_FILE, TOP_DIR
+    from seq2seq.checkpoint import copy_for_inference
+    from seq2seq.io import atomic_dir, write_json
+
+    metric, mode = cfg.tune.metric, cfg.tune.mode
+    members: list[dict] = []
+    with atomic_dir(Path(cfg.paths.models) / TOP_DIR) as tmp:
+        for row, result in ranked_trials(grid, metric, mode):
+            if len(members) == cfg.tune.export_top:
+                break
+            ckpt = _trial_checkpoint(result, metric, mode)
+            if ckpt is None:
+                continue
+            rank = len(members) + 1
+            with ckpt.as_directory() as src:
+                copy_for_inference(Path(src) / "checkpoint.pt", tmp / str(rank))
+            trial = Path(result.path).name
+            epoch, params = int(row["epoch"]), result.config or {}
+            members.append(
+                {
+                    "rank": rank,
+                    "trial": trial,
+                    metric: row[metric],
+                    "epoch": epoch,
+                    "params": params,
+                }
+            )
+        write_json(tmp / MEMBERS_FILE, members)
+    return members
 
 
 def _write_tables(cfg: Config, grid: Any, rows: list[dict]) -> None:
@@ -177,6 +311,7 @@ def finish(cfg: Config, grid: Any, client: Any, exp_id: str, sweep: str, prepare
     _write_tables(cfg, grid, rows)
     _print_table(rows)
     summary = export_best(cfg, grid, prepared)
+    members = export_top(cfg, grid)
     figure = learning_curves_png(cfg, summary["trial"])
     parent = tracking.find_run(client, exp_id, sweep)
     version = None
@@ -193,6 +328,8 @@ def finish(cfg: Config, grid: Any, client: Any, exp_id: str, sweep: str, prepare
         f"val ppl {summary.get('val_ppl', float('nan')):.2f} at epoch {int(summary['epoch'])}"
     )
     info(f"best checkpoint, config and vocabularies: {best_dir}")
+    top_dir = Path(cfg.paths.models, "top").resolve()
+    info(f"{len(members)} ensemble member(s) for evaluate.ensemble: {top_dir}")
     if version is not None:
         info(
             f"registered model {version.name} version {version.version}: "

@@ -98,7 +98,8 @@ def test_dvc_plots_show_finds_every_declared_plot_in_the_real_outputs(project, t
     dvc = str(VENV_BIN / "dvc")
     _sh([dvc, "repro"], project)  # a no-op after the test above; the whole pipeline if run alone
     shown = json.loads(_sh([dvc, "plots", "show", "--json"], project).stdout)
-    images = ("models/learning_curves.png", "metrics/bleu_by_length.png")  # the stages' figures
+    # the stages' figures
+    images = ("models/learning_curves.png", "metrics/bleu_by_length.png", "metrics/encoder_pca.png")
     errors = shown.get("errors", [])
     assert not [e for e in errors if e.get("source") not in images], errors
     kinds = {name: {r["type"] for r in renders} for name, renders in shown["data"].items()}

@@ -32,7 +32,11 @@ ARGS = [
 TEMPLATE = ROOT / "vendor" / "vega" / "dvc_plots.html"
 DATA_PLOTS = ["models/curves/trial_0.csv", "models/curves/trial_1.csv",
               "metrics/bleu_by_length.json"]  # fmt: skip
-IMAGE_PLOTS = ["models/learning_curves.png", "metrics/bleu_by_length.png"]
+IMAGE_PLOTS = [
+    "models/learning_curves.png",
+    "metrics/bleu_by_length.png",
+    "metrics/encoder_pca.png",
+]
 CURVE = "epoch,train_loss,val_loss,val_ppl,val_bleu\n1,4.1,3.6,36.6,{b1}\n2,3.2,3.3,27.1,{b2}\n"
 BUCKETS = [
     {"bucket": "1-10", "lo": 1, "hi": 10, "n": 40, "bleu": 31.5},

@@ -110,8 +110,10 @@ def test_evaluate_writes_metrics_plots_samples_and_logs_to_mlflow(tiny_project):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"eval.json", "bleu_by_length.json", "samples.json"} <= artifacts
     figures = [a.path for a in client.list_artifacts(run.info.run_id, "figures")]
-    assert figures == ["figures/bleu_by_length.png"]
-    assert (out / "bleu_by_length.png").read_bytes()[:4] == b"\x89PNG"  # the DVC image plot
+    assert figures == ["figures/bleu_by_length.png", "figures/encoder_pca.png"]
+    for png in ("bleu_by_length.png", "encoder_pca.png"):  # the DVC image plots
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    assert metrics["ensemble"] == 1 and run.data.params["ensemble"] == "1"
     inputs = run.inputs.dataset_inputs
     assert [(i.dataset.name, i.tags[0].value) for i in inputs] == [("sample-de-en-test", "testing")]
 
@@ -130,3 +132,68 @@ def test_evaluate_missing_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError):
         evaluate.run(Config(), checkpoint=tmp_path / "nope")
+
+
+# ----------------------------------------------------------------------------------- ensembles
+def _top(cfg: Config, *members: Path) -> Path:
+    """models/top/1..n as the tune stage exports them, from the given checkpoints."""
+    from pipeline.ensembles import MEMBERS_FILE, TOP_DIR
+    from seq2seq.checkpoint import copy_for_inference
+
+    top = Path(cfg.paths.models) / TOP_DIR
+    for rank, path in enumerate(members, start=1):
+        copy_for_inference(path, top / str(rank))
+    listed = [{"rank": r, "trial": f"t_{r}"} for r in range(1, len(members) + 1)]
+    (top / MEMBERS_FILE).write_text(json.dumps(listed))
+    return top
+
+
+def test_ensemble_of_two_copies_scores_like_the_single_model(tiny_project):
+    cfg = tiny_project
+    samples = Path(cfg.paths.metrics, "samples.json")
+    single = evaluate.run(cfg)
+    single_samples = json.loads(samples.read_text())
+    best = Path(cfg.paths.models) / "best"
+    _top(cfg, best, best)
+    both = evaluate.run(cfg.with_overrides({"evaluate.ensemble": 2}))
+    assert both["ensemble"] == 2
+    for key in ("test_bleu", "test_bleu_greedy", "test_chrf"):
+        assert both[key] == single[key], key
+    assert both["test_ppl"] == pytest.approx(single["test_ppl"], rel=1e-4)
+    assert json.loads(samples.read_text()) == single_samples  # the same translations
+    client = MlflowClient(tracking_uri=f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("seq2seq-sample-de-en")
+    newest = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])[0]
+    assert newest.data.params["ensemble"] == "2"
+    assert newest.data.tags["ensemble_trials"] == "t_1,t_2"
+
+
+def test_ensemble_members_must_share_vocabularies(tiny_project):
+    from seq2seq.checkpoint import load_checkpoint, model_from_checkpoint
+
+    cfg = tiny_project
+    best = Path(cfg.paths.models) / "best"
+    ckpt = load_checkpoint(best)
+    renamed = Vocab((*ckpt.tgt_vocab.itos[:-1], "neuwort"))  # same size, another word
+    model, prep = model_from_checkpoint(ckpt), ckpt.preprocessing
+    vocabs = {"src_vocab": ckpt.src_vocab, "tgt_vocab": renamed}
+    other = save_checkpoint("other", model=model, epoch=1, preprocessing=prep, **vocabs)
+    _top(cfg, best, other)
+    with pytest.raises(UserError, match="different tgt vocabularies") as err:
+        evaluate.run(cfg.with_overrides({"evaluate.ensemble": 2}))
+    assert "same prepared data" in err.value.fix
+    assert not Path(cfg.paths.metrics).exists()
+
+
+def test_ensemble_larger_than_the_sweep_exported_is_a_clear_error(tiny_project):
+    cfg = tiny_project
+    with pytest.raises(UserError, match=r"evaluate.ensemble is 3, but .*top holds 0"):
+        evaluate.run(cfg.with_overrides({"evaluate.ensemble": 3}))
+    best = Path(cfg.paths.models) / "best"
+    _top(cfg, best, best)
+    with pytest.raises(UserError, match="holds 2 ensemble member") as err:
+        evaluate.run(cfg.with_overrides({"evaluate.ensemble": 3}))
+    assert "at most 2" in err.value.fix and "tune.export_top" in err.value.fix
+    with pytest.raises(UserError, match="--checkpoint names one model"):
+        evaluate.run(cfg.with_overrides({"evaluate.ensemble": 2}), checkpoint=best)
+    assert not Path(cfg.paths.metrics).exists()

@@ -166,3 +166,36 @@ def test_prepare_applies_the_checkpoints_preprocessing(ckpt_dir):
     assert ids[1] == [UNK]
     ids = stage.prepare(ckpt, [" ".join(f"w{i}" for i in range(500))])
     assert len(ids[0]) == 200  # 4 x data.max_len (50)
+
+
+def test_ensemble_of_the_sweeps_top_checkpoints(ckpt_dir, tmp_path, capsys):
+    """--ensemble K reads top/1..K beside the checkpoint's folder: two copies of the model
+    translate exactly like it; more members than exported, or other vocabularies, are refused."""
+    import shutil
+
+    from seq2seq.checkpoint import copy_for_inference
+    from seq2seq.checkpoint import model_from_checkpoint as build
+
+    best = shutil.copytree(ckpt_dir, tmp_path / "models" / "best")
+    for rank in (1, 2):
+        copy_for_inference(best, tmp_path / "models" / "top" / str(rank))
+    texts = [s for s, _ in PAIRS]
+    stage.run(best, texts, None, beam_size=3, batch_size=6, ensemble=2)
+    assert capsys.readouterr().out.splitlines() == [t for _, t in PAIRS]
+    with pytest.raises(UserError, match="--ensemble is 3, but .*top holds 2"):
+        stage.run(best, texts, None, beam_size=3, batch_size=6, ensemble=3)
+    ckpt = load_checkpoint(best)
+    src = Vocab((*ckpt.src_vocab.itos[:-1], "quark"))  # same size, one other word
+    save_checkpoint(
+        tmp_path / "models" / "top" / "2",
+        model=build(ckpt),
+        epoch=1,
+        preprocessing=ckpt.preprocessing,
+        src_vocab=src,
+        tgt_vocab=ckpt.tgt_vocab,
+    )
+    with pytest.raises(UserError, match="different src vocabularies"):
+        stage.run(best, texts, None, beam_size=1, batch_size=6, ensemble=2)
+    res = cli("-c", str(best), "--ensemble", "2", PAIRS[0][0])  # the option, end to end
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.count("\n") == 1 and "different src vocabularies" in res.stderr

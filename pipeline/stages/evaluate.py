@@ -3,9 +3,15 @@
 Greedy and beam search over the whole split, sacreBLEU corpus BLEU (with its signature) and chrF
 against the cleaned raw references, teacher-forced perplexity, BLEU by source-length bucket and
 sample translations. Writes `paths.metrics/` atomically (eval.json for `dvc metrics`,
-bleu_by_length.json for `dvc plots` and its figure bleu_by_length.png, samples.json) and logs the
-same to an MLflow run, with the test split as its dataset input and, when tune wrote
-models/best/info.json, the registered model it evaluated as its model input.
+bleu_by_length.json for `dvc plots` and its figure bleu_by_length.png, samples.json, and the
+paper's Figure 2 for the best model, encoder_pca.png) and logs the same to an MLflow run, with
+the test split as its dataset input and, when tune wrote models/best/info.json, the registered
+model it evaluated as its model input.
+
+`evaluate.ensemble` K > 1 decodes and scores with an ensemble of the sweep's top-K checkpoints
+(models/top/1..K, see pipeline/ensembles.py) instead of models/best: BLEU, chrF and perplexity
+are the ensemble's; eval.json says `ensemble: K`, the MLflow run has the param `ensemble` and
+the tag `ensemble_trials`.
 """
 
 from __future__ import annotations
@@ -19,14 +25,16 @@ from typing import Any
 import polars as pl
 import torch
 
-from pipeline import figures, ui
+from pipeline import ensembles, figures, ui
 from pipeline.config import Config
 from pipeline.errors import UserError
+from pipeline.stages.figures import draw_encoder_pca
 from seq2seq.batching import ParallelCorpus, iterate_batches
-from seq2seq.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
+from seq2seq.checkpoint import Checkpoint
 from seq2seq.evaluation import DecodeSpec, translate_texts
 from seq2seq.io import atomic_dir, write_json
 from seq2seq.metrics import bleu_by_length, corpus_bleu, corpus_chrf, perplexity
+from seq2seq.search import Ensemble
 from seq2seq.training import evaluate_loss
 from seq2seq.vocab import Vocab
 
@@ -50,6 +58,19 @@ def _load_test(cfg: Config, ckpt: Checkpoint) -> tuple[Path, pl.DataFrame]:
     if frame.height == 0:
         raise UserError(f"{test_path} has no sentences", fix="check the corpus and clean report")
     return test_path, frame
+
+
+def _member_paths(cfg: Config, checkpoint: Path | None, ckpt_dir: Path) -> list[Path]:
+    """The checkpoint to evaluate, or the `evaluate.ensemble` members the sweep exported."""
+    k = cfg.evaluate.ensemble
+    if k == 1:
+        return [ckpt_dir]
+    if checkpoint is not None:
+        raise UserError(
+            f"--checkpoint names one model, but evaluate.ensemble is {k}",
+            fix="drop --checkpoint (members come from models/top) or --set evaluate.ensemble=1",
+        )
+    return ensembles.member_dirs(cfg.paths.models, k)
 
 
 def _evaluated_run(ckpt_dir: Path) -> dict[str, Any]:
@@ -97,12 +118,11 @@ def run(cfg: Config, checkpoint: Path | None = None, verbose: bool = False) -> d
 
     check_output_folder(cfg.paths.metrics, "paths.metrics")
     ckpt_dir = Path(checkpoint) if checkpoint else Path(cfg.paths.models) / "best"
-    ckpt = load_checkpoint(ckpt_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    ckpt, model = ensembles.load(_member_paths(cfg, checkpoint, ckpt_dir), device)
     test_path, frame = _load_test(cfg, ckpt)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     tracking.client_for(cfg)  # a bad tracking store fails now, not after scoring
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = model_from_checkpoint(ckpt).to(device).eval()
     t0 = time.perf_counter()
     scores = _score(cfg, ckpt, model, frame, device)
     loss = _test_loss(cfg, model, test_path, device)
@@ -117,13 +137,29 @@ def run(cfg: Config, checkpoint: Path | None = None, verbose: bool = False) -> d
         "test_loss": round(loss, 6),
         "sentences": frame.height,
         "beam_size": cfg.evaluate.beam_size,
+        "ensemble": cfg.evaluate.ensemble,
         "bleu_signature": bleu["beam"].signature,
         "chrf_signature": chrf_sig,
         "checkpoint_epoch": ckpt.epoch,
         "trial_id": origin.get("trial_id"),
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    samples = [
+    with atomic_dir(cfg.paths.metrics) as out:
+        write_json(out / EVAL_FILE, metrics)
+        write_json(out / BUCKETS_FILE, scores["by_length"])
+        write_json(out / SAMPLES_FILE, _samples(cfg, frame, scores))
+        title = f"test BLEU by source length (beam {cfg.evaluate.beam_size})"
+        figures.bleu_by_length_file(out / BUCKETS_FILE, out / BUCKETS_FIGURE, title=title)
+        best = model.members[0] if isinstance(model, Ensemble) else model  # rank 1: the best
+        draw_encoder_pca(ckpt, best, out / figures.ENCODER_PCA_FILE)
+    _log_to_mlflow(cfg, metrics, origin, Path(cfg.paths.metrics))
+    _summary(metrics, bleu)
+    return metrics
+
+
+def _samples(cfg: Config, frame: pl.DataFrame, scores: dict[str, Any]) -> list[dict[str, str]]:
+    """The first `evaluate.num_examples` test sentences with reference and both translations."""
+    return [
         {"source": s, "reference": r, "greedy": g, "beam": b}
         for s, r, g, b in zip(
             frame["src"].to_list()[: cfg.evaluate.num_examples],
@@ -133,15 +169,6 @@ def run(cfg: Config, checkpoint: Path | None = None, verbose: bool = False) -> d
             strict=False,
         )
     ]
-    with atomic_dir(cfg.paths.metrics) as out:
-        write_json(out / EVAL_FILE, metrics)
-        write_json(out / BUCKETS_FILE, scores["by_length"])
-        write_json(out / SAMPLES_FILE, samples)
-        title = f"test BLEU by source length (beam {cfg.evaluate.beam_size})"
-        figures.bleu_by_length_file(out / BUCKETS_FILE, out / BUCKETS_FIGURE, title=title)
-    _log_to_mlflow(cfg, metrics, origin, Path(cfg.paths.metrics))
-    _summary(metrics, bleu)
-    return metrics
 
 
 def _log_to_mlflow(cfg: Config, metrics: dict, origin: dict, metrics_dir: Path) -> None:
@@ -166,8 +193,19 @@ def _log_to_mlflow(cfg: Config, metrics: dict, origin: dict, metrics_dir: Path) 
         client.set_tag(run_id, k, metrics[k])
     for name in (EVAL_FILE, BUCKETS_FILE, SAMPLES_FILE):
         client.log_artifact(run_id, str(metrics_dir / name))
-    client.log_artifact(run_id, str(metrics_dir / BUCKETS_FIGURE), "figures")
+    client.log_param(run_id, "ensemble", cfg.evaluate.ensemble)
+    if cfg.evaluate.ensemble > 1:
+        client.set_tag(run_id, "ensemble_trials", ",".join(_member_trials(cfg)))
+    for figure in (BUCKETS_FIGURE, figures.ENCODER_PCA_FILE):
+        client.log_artifact(run_id, str(metrics_dir / figure), "figures")
     client.set_terminated(run_id)
+
+
+def _member_trials(cfg: Config) -> list[str]:
+    """The trial ids of the ensemble's members (models/top/members.json), best first."""
+    members = Path(cfg.paths.models) / ensembles.TOP_DIR / ensembles.MEMBERS_FILE
+    listed = json.loads(members.read_text()) if members.is_file() else []
+    return [str(m.get("trial", "?")) for m in listed[: cfg.evaluate.ensemble]]
 
 
 def _model_input(origin: dict) -> list:
@@ -178,8 +216,10 @@ def _model_input(origin: dict) -> list:
 
 
 def _summary(metrics: dict, bleu: dict) -> None:
+    members = metrics.get("ensemble", 1)
+    ensemble = f", ensemble of {members}" if members > 1 else ""
     ui.info(
-        f"[bold]test[/] BLEU {metrics['test_bleu']:.2f} (beam {metrics['beam_size']}), "
+        f"[bold]test[/] BLEU {metrics['test_bleu']:.2f} (beam {metrics['beam_size']}{ensemble}), "
         f"{metrics['test_bleu_greedy']:.2f} (greedy), chrF {metrics['test_chrf']:.2f}, "
         f"perplexity {metrics['test_ppl']:.2f} on {metrics['sentences']} sentences"
     )

@@ -9,6 +9,9 @@ Decisions: no input at all prints nothing and succeeds (like `cat`); an empty or
 translates to an empty line without touching the model; a line longer than
 `SOURCE_LIMIT_FACTOR` x the longest training source (in tokens) keeps its first
 that many tokens, with a warning on stderr, so one runaway line cannot stall a batch.
+
+`--ensemble K` (K > 1) decodes with the sweep's top-K checkpoints, the `top/1..K` folders beside
+the `--checkpoint` folder (models/top for models/best; see pipeline/ensembles.py).
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import torch
 
 from pipeline import ui
 from pipeline.config import EvaluateConfig
+from pipeline.ensembles import load, member_dirs
 from pipeline.errors import UserError
-from seq2seq.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
+from seq2seq.checkpoint import Checkpoint, resolve
 from seq2seq.evaluation import DecodeSpec, translate_texts
 from seq2seq.text import prepare_source
 
@@ -109,11 +113,14 @@ def run(
     *,
     beam_size: int,
     batch_size: int,
+    ensemble: int = 1,
 ) -> None:
-    """Translate and print one line per input line to stdout (greedy when beam_size == 1)."""
-    ckpt = load_checkpoint(checkpoint)  # a bad checkpoint fails before stdin is read
+    """Translate and print one line per input line to stdout (greedy when beam_size == 1);
+    `ensemble` K > 1: with the top-K checkpoints beside `checkpoint`'s folder."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = model_from_checkpoint(ckpt).to(device).eval()
+    models = resolve(checkpoint).parent.parent  # models/best/checkpoint.pt -> models
+    paths = [checkpoint] if ensemble == 1 else member_dirs(models, ensemble, "--ensemble")
+    ckpt, model = load(paths, device)  # a bad checkpoint fails before stdin is read
     texts = read_input(sentences, input_file)
     if not texts:
         ui.info("no input sentences: nothing to translate")
