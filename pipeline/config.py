@@ -296,6 +296,13 @@ class TuneConfig(_Section):
     )
     search_space: dict[str, Distribution] = Field(default_factory=_default_space)
 
+    @field_validator("search_space", mode="before")
+    @classmethod
+    def _null_space(cls, v: Any) -> Any:
+        # null (or {}): no search, every trial trains the base config as it is. (`dvc exp run
+        # -S tune.search_space={}` merges into the mapping and changes nothing; `=null` works.)
+        return {} if v is None else v
+
     @property
     def mode(self) -> Literal["max", "min"]:
         return "max" if self.metric == "val_bleu" else "min"
