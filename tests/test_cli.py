@@ -9,7 +9,8 @@ import sys
 import pytest
 from conftest import ROOT, VENV_BIN, pipeline_cmd
 
-COMMANDS = ["download", "clean", "tokenize", "reverse", "train", "tune", "evaluate", "translate"]
+STAGES = ["download", "clean", "tokenize", "reverse", "tune", "evaluate"]
+COMMANDS = [*STAGES, "train", "translate", "figures"]
 
 
 def _run(args: list[str], cwd=ROOT) -> subprocess.CompletedProcess:
