@@ -319,9 +319,34 @@ def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
-def close_run(client: MlflowClient, run_id: str, ok: bool = True) -> None:
-    status = RunStatus.FINISHED if ok else RunStatus.FAILED
+def close_run(client: MlflowClient, run_id: str, ok: bool = True, killed: bool = False) -> None:
+    """FINISHED when ok, KILLED when interrupted (Ctrl-C), else FAILED."""
+    status = RunStatus.FINISHED if ok else RunStatus.KILLED if killed else RunStatus.FAILED
     client.set_terminated(run_id, status=RunStatus.to_string(status))
+
+
+def logged_steps(client: MlflowClient, run_id: str) -> set[int]:
+    """The epochs a run already holds (steps of its `epoch` metric, written by `log_epoch`)."""
+    return {m.step for m in client.get_metric_history(run_id, "epoch")}
+
+
+def metric_rows(client: MlflowClient, run_id: str, keys: Sequence[str]) -> list[dict[str, Any]]:
+    """A run's per-epoch metrics as rows `{"epoch": step, key: value, ...}` sorted by epoch (the
+    latest value of a step wins; a key missing at a step is None)."""
+    rows: dict[int, dict[str, Any]] = {}
+    for key in keys:
+        for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
+            rows.setdefault(m.step, dict.fromkeys(keys))[key] = m.value
+    return [{**rows[step], "epoch": step} for step in sorted(rows)]
+
+
+def running_children(client: MlflowClient, experiment_id: str, parent_id: str) -> list[str]:
+    """Ids of the child runs of `parent_id` still marked RUNNING."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}' and attributes.status = 'RUNNING'",
+    )
+    return [r.info.run_id for r in runs]
 
 
 def ui_hint(client: MlflowClient, experiment_id: str | None = None) -> str:
@@ -427,10 +452,38 @@ def log_inputs(
         client.log_inputs(run_id, datasets=list(datasets), models=list(models) or None)
 
 
+def backfill(
+    client: MlflowClient, run_id: str, record: Iterable[Mapping[str, Any]], logged: set[int]
+) -> int:
+    """Log each epoch of `record` that the run does not hold yet (`logged`: its epochs, updated);
+    returns how many were logged. A lost driver can miss epochs whose checkpoint was saved:
+    the training run resumes after them, so they are never reported again."""
+    n = 0
+    for metrics in record:
+        if "epoch" in metrics and int(metrics["epoch"]) not in logged:
+            log_epoch(client, run_id, metrics)
+            logged.add(int(metrics["epoch"]))
+            n += 1
+    return n
+
+
+def tag_outcome(
+    client: MlflowClient, run_id: str, logged: set[int], epochs: int, ok: bool
+) -> tuple[int, bool]:
+    """Tag a trial's run with the epochs it holds (over every driver that logged into it) and
+    whether it stopped before `epochs`; returns (epochs_run, stopped_early)."""
+    ran = max(logged, default=0)
+    stopped = ok and ran < epochs
+    set_tags(client, run_id, {"stopped_early": str(stopped).lower(), "epochs_run": ran})
+    return ran, stopped
+
+
 class SweepTracker:
     """A sweep as one parent run with a child run per trial; reused on --resume.
 
     Pure MlflowClient calls, so the Tune callback that drives it (in the driver) stays thin.
+    Every epoch lands in its trial's run exactly once, whichever driver reports it: the epochs a
+    run holds are read from MLflow when the trial (re)starts, and an epoch it holds is skipped.
     """
 
     def __init__(
@@ -451,9 +504,14 @@ class SweepTracker:
         )
         log_inputs(client, self.parent_id, self.inputs)
         self.runs: dict[str, str] = {}  # trial id -> run id
-        self.last_epoch: dict[str, int] = {}
+        self.logged: dict[str, set[int]] = {}  # trial id -> epochs its run holds
+        self.trial_epochs: dict[str, int] = {}  # trial id -> its configured epochs
 
-    def trial_started(self, trial_id: str, name: str, config: Config) -> str:
+    def trial_started(
+        self, trial_id: str, name: str, config: Config, record: Iterable[Mapping] = ()
+    ) -> str:
+        """Open (or reopen, on resume) the trial's run; log the epochs of `record` (what the
+        trial's checkpoints hold) that it lacks."""
         run_id = open_run(
             self.client,
             self.experiment_id,
@@ -465,25 +523,32 @@ class SweepTracker:
         )
         log_inputs(self.client, run_id, self.inputs)
         self.runs[trial_id] = run_id
+        self.logged[trial_id] = logged_steps(self.client, run_id)
+        self.trial_epochs[trial_id] = config.train.epochs
+        backfill(self.client, run_id, record, self.logged[trial_id])
         return run_id
 
-    def trial_result(self, trial_id: str, metrics: Mapping[str, Any]) -> None:
-        if trial_id in self.runs and "epoch" in metrics:
-            log_epoch(self.client, self.runs[trial_id], metrics)
-            self.last_epoch[trial_id] = int(metrics["epoch"])
-
-    def trial_finished(self, trial_id: str, ok: bool = True) -> bool:
-        """Close the trial's run; returns (and tags) whether ASHA stopped it early."""
+    def trial_result(self, trial_id: str, metrics: Mapping[str, Any]) -> bool:
+        """Log one epoch's metrics unless the run holds that epoch; True when logged."""
         if trial_id not in self.runs:
             return False
-        ran = self.last_epoch.get(trial_id, 0)
-        stopped = ok and ran < self.epochs
-        set_tags(
-            self.client,
-            self.runs[trial_id],
-            {"stopped_early": str(stopped).lower(), "epochs_run": ran},
-        )
-        close_run(self.client, self.runs[trial_id], ok=ok)
+        return backfill(self.client, self.runs[trial_id], [metrics], self.logged[trial_id]) > 0
+
+    def epochs_run(self, trial_id: str) -> int:
+        return max(self.logged.get(trial_id, ()), default=0)
+
+    def trial_finished(
+        self, trial_id: str, ok: bool = True, record: Iterable[Mapping] = ()
+    ) -> bool:
+        """Complete the trial's run from `record`, tag and close it; returns (and tags) whether
+        it stopped early (ASHA)."""
+        if trial_id not in self.runs:
+            return False
+        run_id, logged = self.runs[trial_id], self.logged[trial_id]
+        backfill(self.client, run_id, record, logged)
+        epochs = self.trial_epochs.get(trial_id, self.epochs)
+        _, stopped = tag_outcome(self.client, run_id, logged, epochs, ok)
+        close_run(self.client, run_id, ok=ok)
         return stopped
 
 
@@ -516,14 +581,23 @@ class MlflowTrialCallback:
     """Driver-side Tune callback: MLflow parent/child runs and a progress line per epoch.
 
     Pickled into the sweep's state (Tuner.restore brings it back), so it keeps only plain
-    data and reconnects to MLflow lazily; runs are found again by their key tags.
+    data and reconnects to MLflow lazily; runs are found again by their key tags. `runs_root`:
+    the folder of the trials' Ray Train runs, whose checkpoints record every epoch that was
+    saved (`sweeps.train_record`): a trial that (re)starts or ends first gets from there the
+    epochs a lost driver never logged.
     """
 
     def __init__(
-        self, uri: str, experiment_id: str, sweep: str, cfg: Config, prepared: str | None = None
+        self,
+        uri: str,
+        experiment_id: str,
+        sweep: str,
+        cfg: Config,
+        prepared: str | None = None,
+        runs_root: str | None = None,
     ) -> None:
         self.uri, self.experiment_id, self.sweep = uri, experiment_id, sweep
-        self.base, self.prepared = cfg.model_dump(), prepared
+        self.base, self.prepared, self.runs_root = cfg.model_dump(), prepared, runs_root
         self._tracker: SweepTracker | None = None
 
     def __getstate__(self) -> dict:
@@ -547,24 +621,36 @@ class MlflowTrialCallback:
             )
         return self._tracker
 
+    def record(self, trial_id: str) -> list[dict[str, Any]]:
+        """The epochs the trial's checkpoints hold ([] before its first checkpoint)."""
+        root = getattr(self, "runs_root", None)
+        if not root:
+            return []
+        from pipeline.sweeps import train_record
+
+        return train_record(f"{root}/{trial_id}")
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info_: Any) -> None:
         cfg = trial_config(self.base, trial.config)
-        self.tracker.trial_started(trial.trial_id, trial_name(trial.config), cfg)
-        info(f"{trial.trial_id} started: {trial_name(trial.config)}")
+        record = self.record(trial.trial_id)
+        self.tracker.trial_started(trial.trial_id, trial_name(trial.config), cfg, record)
+        resumed = f" (resumed after epoch {record[-1]['epoch']})" if record else ""
+        info(f"{trial.trial_id} started: {trial_name(trial.config)}{resumed}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **_) -> None:
-        self.tracker.trial_result(trial.trial_id, result)
-        if "epoch" in result:
-            info(epoch_line(result, self.tracker.epochs, prefix=f"{trial.trial_id} "))
+        if self.tracker.trial_result(trial.trial_id, result):
+            epochs = self.tracker.trial_epochs.get(trial.trial_id, self.tracker.epochs)
+            info(epoch_line(result, epochs, prefix=f"{trial.trial_id} "))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **_: Any) -> None:
-        stopped = self.tracker.trial_finished(trial.trial_id, ok=True)
-        ran = self.tracker.last_epoch.get(trial.trial_id, 0)
+        record = self.record(trial.trial_id)
+        stopped = self.tracker.trial_finished(trial.trial_id, ok=True, record=record)
+        ran = self.tracker.epochs_run(trial.trial_id)
         note = " (stopped early by ASHA)" if stopped else ""
         info(f"{trial.trial_id} finished after {ran} epoch(s){note}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **_: Any) -> None:
-        self.tracker.trial_finished(trial.trial_id, ok=False)
+        self.tracker.trial_finished(trial.trial_id, ok=False, record=self.record(trial.trial_id))
         info(f"[red]{trial.trial_id} failed[/]: see {trial.local_path}")
 
 

@@ -12,6 +12,14 @@ resume from their last epoch checkpoint. Only this driver writes MLflow: a paren
 sweep and a child run per trial, through `MlflowTrialCallback`, each with the prepared train and
 valid splits as dataset inputs.
 
+A driver can die at any moment (SIGKILL): Tune's saved state then lags by up to ~10 s, so a
+trial that had finished may be started again. Each trial's Ray Train checkpoints are the record
+that survives (`sweeps.train_record`): a trial whose record reaches its last epoch reports that
+epoch and trains nothing, epochs saved but never logged are added to its MLflow run (each epoch
+exactly once), and the outputs come from MLflow and the checkpoints (`sweeps.outcomes`), not from
+Tune's result log. ASHA's rungs are not saved: a resumed sweep judges the remaining trials afresh.
+Interrupted (Ctrl-C) or failed, no MLflow run is left RUNNING (KILLED or FAILED until resumed).
+
 When the sweep ends (`finish`): `models/best` (the best checkpoint, its config, vocabularies and
 `info.json`), `models/trials.csv`, `models/curves/*.csv` and `models/learning_curves.png`; on the
 parent run the best-trial summary, the learning-curves figure and the best model as an MLflow
@@ -20,6 +28,7 @@ pyfunc model, registered as a new version of `seq2seq-<corpus>-<src>-<tgt>`.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +65,12 @@ def run_trial(
 
     cfg = trial_config(base, config)
     trial_id = ray.tune.get_context().get_trial_id()
+    record = sweeps.train_record(f"{storage}/{trial_id}")
+    if record and int(record[-1]["epoch"]) >= cfg.train.epochs:
+        # Trained to the end before the driver was lost (Tune saves the sweep's state every
+        # ~10 s, not when a trial completes): give Tune the last epoch and train nothing.
+        ray.tune.report(record[-1])
+        return
     trainer = runs.build_trainer(
         cfg,
         Path(prepared),
@@ -72,7 +87,7 @@ def _sweep_path(cfg: Config, prepared: Path, resume: bool) -> tuple[str, str]:
     """(Tune storage folder, sweep name): new for a fresh run, the newest match for --resume."""
     from ray import tune
 
-    sweep = cfg.tune.model_dump(exclude={"num_samples", "max_concurrent_trials"})
+    sweep = cfg.tune.model_dump(exclude={"num_samples", "max_concurrent_trials", "export_top"})
     key = runs.run_key(cfg, prepared, prefix="tune", extra=sweep)
     root = f"{raycluster.storage_root(cfg)}/sweeps"
     if not resume:
@@ -114,6 +129,24 @@ def _tuner(cfg: Config, trainable: Any, root: str, name: str, callback: Any, n: 
     )
 
 
+class SweepInterrupted(UserError):
+    """The sweep stopped before every trial finished (Ctrl-C)."""
+
+
+def next_step() -> str:
+    """What continues an interrupted sweep: `pipeline tune --resume`; under DVC (which sets
+    DVC_STAGE for its stage commands) also what `dvc repro` will do and how to record a resumed
+    sweep's outputs in dvc.lock."""
+    stage = os.environ.get("DVC_STAGE")
+    if not stage:
+        return "continue it with `pipeline tune --resume`"
+    return (
+        f"`dvc repro` runs the {stage} stage again as a new sweep; to continue this one instead, "
+        f"run `pipeline tune --resume` in the project folder, then `dvc commit -f {stage}` "
+        "(records its outputs) and `dvc repro` for the stages after it"
+    )
+
+
 def _check_complete(path: str, name: str) -> None:
     """Ctrl-C makes Tune stop gracefully and fit() return: the saved trial states tell."""
     from ray.tune import ExperimentAnalysis
@@ -121,11 +154,23 @@ def _check_complete(path: str, name: str) -> None:
     statuses = [t.status for t in ExperimentAnalysis(path).trials]
     done = sum(s in ("TERMINATED", "ERROR") for s in statuses)
     if done < len(statuses):
-        raise UserError(
+        raise SweepInterrupted(
             f"sweep {name} interrupted: {done} of {len(statuses)} trials finished; "
             "models/ left unchanged",
-            fix="continue it with `pipeline tune --resume`",
+            fix=next_step(),
         )
+
+
+def _close_runs(s: runs.Session, name: str, err: BaseException) -> None:
+    """A sweep that ends without finishing leaves no MLflow run RUNNING: the parent and its
+    open trials are KILLED when interrupted, FAILED otherwise (--resume reopens them)."""
+    parent = tracking.find_run(s.client, s.experiment_id, name)
+    if not parent:
+        return
+    killed = isinstance(err, (SweepInterrupted, KeyboardInterrupt))
+    for child in tracking.running_children(s.client, s.experiment_id, parent):
+        tracking.close_run(s.client, child, ok=False, killed=killed)
+    tracking.close_run(s.client, parent, ok=False, killed=killed)
 
 
 def run(cfg: Config, resume: bool = False, verbose: bool = False) -> dict[str, Any]:
@@ -142,12 +187,13 @@ def run(cfg: Config, resume: bool = False, verbose: bool = False) -> dict[str, A
         try:
             n = raycluster.trials_that_fit(cfg, cluster.cpus, cluster.gpus, s.gpu)
             driver = {raycluster.TRIAL_DRIVER: 1.0} if cluster.trial_driver_slots else {"CPU": 1.0}
+            train_runs = f"{raycluster.storage_root(cfg)}/sweep_runs/{name}"
             trainable = tune.with_resources(
                 tune.with_parameters(
                     run_trial,
                     base=cfg.model_dump(),
                     prepared=str(s.prepared),
-                    storage=f"{raycluster.storage_root(cfg)}/sweep_runs/{name}",
+                    storage=train_runs,
                     gpu=s.gpu,
                     verbose=verbose,
                 ),
@@ -159,7 +205,7 @@ def run(cfg: Config, resume: bool = False, verbose: bool = False) -> dict[str, A
                 + (" (resumed)" if resume else "")
             )
             callback = tracking.callback_class()(
-                s.client.tracking_uri, s.experiment_id, name, cfg, str(s.prepared)
+                s.client.tracking_uri, s.experiment_id, name, cfg, str(s.prepared), train_runs
             )
             if resume:
                 path = f"{root}/{name}"
@@ -170,9 +216,8 @@ def run(cfg: Config, resume: bool = False, verbose: bool = False) -> dict[str, A
                 tuner = _tuner(cfg, trainable, root, name, callback, n)
             grid = tuner.fit()
             _check_complete(f"{root}/{name}", name)
-            return sweeps.finish(cfg, grid, s.client, s.experiment_id, name, s.prepared)
-        except BaseException:  # interrupted or failed: the parent run says so (--resume reopens)
-            parent = tracking.find_run(s.client, s.experiment_id, name)
-            if parent:
-                tracking.close_run(s.client, parent, ok=False)
+            trials = sweeps.outcomes(cfg, grid, s.client, s.experiment_id, name, train_runs)
+            return sweeps.finish(cfg, trials, s.client, s.experiment_id, name, s.prepared)
+        except BaseException as err:  # interrupted or failed: the runs say so
+            _close_runs(s, name, err)
             raise
