@@ -143,6 +143,14 @@ def test_tune_three_samples_logs_parent_and_children(tmp_path: Path) -> None:
     from seq2seq.checkpoint import load_checkpoint
 
     assert load_checkpoint(best / "checkpoint.pt").config["model"]["emb_dim"] == 16
+    top = tmp_path / "models" / "top"  # ensemble members: every trial (3 <= tune.export_top 5)
+    members = json.loads((top / "members.json").read_text())
+    assert [m["rank"] for m in members] == [1, 2, 3] and members[0]["trial"] == info["trial_id"]
+    ranked = [m["val_bleu"] for m in members]
+    assert ranked == sorted(ranked, reverse=True)
+    first, exported = load_checkpoint(top / "1"), load_checkpoint(best)
+    assert first.optimizer_state is None and first.epoch == exported.epoch
+    assert all(v.equal(exported.model_state[k]) for k, v in first.model_state.items())
     with open(tmp_path / "models" / "trials.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3
@@ -169,8 +177,9 @@ def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path: Pat
     text = (tmp_path / "first.log").read_text()
     assert "pipeline tune --resume" in text
     assert not (tmp_path / "models" / "best").exists()
-    _, parents, _ = _children(tmp_path)
-    assert parents[0].info.status == "FAILED"  # until resumed
+    _, parents, children = _children(tmp_path)
+    assert parents[0].info.status == "KILLED"  # until resumed; no trial's run left RUNNING
+    assert "RUNNING" not in {c.info.status for c in children}
     done_first = [line.split()[0] for line in text.splitlines() if "finished after" in line]
     assert 1 <= len(done_first) < 3
 
