@@ -74,7 +74,8 @@ def train(args: argparse.Namespace, corpus: ParallelCorpus, v_src: int, v_tgt: i
     model = Seq2Seq(v_src, v_tgt, emb_dim=128, hidden_dim=256, num_layers=2, dropout=0.2)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     spec = SimpleNamespace(epochs=args.train_epochs, batch_size=64, bucket_pool=50,
-                           clip_norm=1.0, teacher_forcing=1.0, label_smoothing=0.0, seed=0, optimizer="adam",
+                           clip_norm=1.0, teacher_forcing=1.0, label_smoothing=0.0, seed=0,
+                           optimizer="adam",
                            lr=2e-3, lr_halving_start=None)  # fmt: skip
     autocast = autocast_enabled("auto", torch.device("cpu"))
     reports = fit(model, optimizer, corpus, None, spec, autocast=autocast)

@@ -102,7 +102,8 @@ def ours(train: ParallelCorpus, val, v_src, v_tgt, args, bf16: bool, steps: int 
     kw = dict(teacher_forcing=0.5, clip_norm=1.0, generator=gen, autocast=bf16)
     if steps is None:  # one whole epoch through the library's epoch loop
         spec = SimpleNamespace(epochs=1, batch_size=args.batch, bucket_pool=args.pool,
-                               clip_norm=1.0, teacher_forcing=0.5, label_smoothing=0.0, seed=args.seed,
+                               clip_norm=1.0, teacher_forcing=0.5, label_smoothing=0.0,
+                               seed=args.seed,
                                optimizer="adam", lr=1e-3, lr_halving_start=None)  # fmt: skip
         (r,) = fit(model, opt, train, val, spec, autocast=bf16, eval_batch_size=args.batch)
         return {"tok_per_s": r.train.tokens_per_s, "seconds": r.train.seconds,
