@@ -240,6 +240,88 @@ def experiment(
         raise typer.Exit(status)
 
 
+server_app = typer.Typer(
+    help="A tracking server for a team: `mlflow server` on PostgreSQL, artifacts in a folder, "
+    "both on 127.0.0.1 (pipeline/server.py).",
+    no_args_is_help=True,
+)
+app.add_typer(server_app, name="server")
+ServerDirOpt = Annotated[
+    Path, typer.Option("--dir", help="The server's folder: database, logs, server.json.")
+]
+
+
+def _server_lines(srv, status: str) -> None:  # noqa: ANN001 - a pipeline.server.Server
+    from pipeline.server import describe
+    from pipeline.ui import info
+
+    info(f"{status}: {describe(srv)}")
+    typer.echo(f"mlflow.tracking_uri: {srv.uri}")  # stdout: the line for params.yaml
+
+
+@server_app.command("start")
+@_user_errors
+def server_start(
+    dir_: ServerDirOpt = Path(".mlflow-server"),
+    port: Annotated[
+        int | None, typer.Option(help="MLflow's port (default 5000 or the last one; 0: free).")
+    ] = None,
+    pg_port: Annotated[
+        int | None, typer.Option(help="PostgreSQL's port (default a free one or the last one).")
+    ] = None,
+    artifacts: Annotated[
+        Path | None, typer.Option(help="The shared artifacts folder (default DIR/artifacts).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="MLflow's request workers.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for both to answer.")] = 90.0,
+) -> None:
+    """Start PostgreSQL and `mlflow server` (initialised on the first start) in the background;
+    prints the mlflow.tracking_uri to use."""
+    from pipeline import server
+
+    options = {"port": port, "pg_port": pg_port, "artifacts": artifacts, "workers": workers}
+    srv, started = server.start(dir_, timeout=timeout, **options)
+    _server_lines(srv, "started" if started else "already running")
+
+
+@server_app.command("stop")
+@_user_errors
+def server_stop(dir_: ServerDirOpt = Path(".mlflow-server")) -> None:
+    """Stop the tracking server and its PostgreSQL (by their recorded process ids)."""
+    from pipeline import server
+    from pipeline.errors import UserError
+    from pipeline.ui import info
+
+    srv = server.load(dir_)
+    if srv is None:
+        info(f"no server recorded in {dir_}: nothing to stop")
+        return
+    if not server.has_processes(srv):
+        info(f"not running: the server of {dir_} was already stopped")
+        return
+    left = server.stop(srv)
+    if left:
+        raise UserError(f"still running after stop: {', '.join(left)}", fix="end them yourself")
+    info(f"stopped: the tracking server and PostgreSQL of {dir_}")
+
+
+@server_app.command("status")
+@_user_errors
+def server_status(dir_: ServerDirOpt = Path(".mlflow-server")) -> None:
+    """Is the server up? Prints the mlflow.tracking_uri to use; exit 3 when it is not up."""
+    from pipeline import server
+    from pipeline.ui import info
+
+    srv = server.load(dir_)
+    up = server.running(srv) if srv is not None else {}
+    if srv is not None and all(up.values()):
+        _server_lines(srv, "running")
+        return
+    down = ", ".join(k for k, v in up.items() if not v) or "no server recorded"
+    info(f"not running ({down}) in {dir_}: start it with `pipeline server start`")
+    raise typer.Exit(3)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
