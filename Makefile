@@ -3,7 +3,7 @@
 #   make test   install, then lint + the test suite (scripts/test.sh); PYTEST_ARGS="-m 'not slow'"
 # The install reruns when pyproject.toml or scripts/install.sh change (or with `make install`).
 # Environment knobs of scripts/install.sh pass through (PYTHON, TORCH_SPEC, TORCH_INDEX_URL,
-# INSTALL_BROWSER=1 for the browser tests).
+# INSTALL_BROWSER=1 for the browser tests, INSTALL_POSTGRES=0 to skip PostgreSQL).
 VENV := .venv
 STAMP := $(VENV)/.installed$(if $(filter 1,$(INSTALL_BROWSER)),-browser)
 

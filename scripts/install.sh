@@ -9,6 +9,9 @@
 #   TORCH_INDEX_URL=...        a PyTorch wheel index to take torch from (a CPU or CUDA variant)
 #   INSTALL_BROWSER=1          also install Debian's chromium and Playwright, for the browser
 #                              test of the MLflow UI (needs root and apt-get; CI sets it)
+#   INSTALL_POSTGRES=0         do not install Debian's postgresql package (by default it is
+#                              installed when initdb is missing and apt-get can run: as root or
+#                              with password-less sudo); `pipeline server` and its test need it
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -41,6 +44,21 @@ if [ "${INSTALL_BROWSER:-0}" = "1" ]; then
     "${PIP[@]}" -e ".[dev,browser]"
   else
     echo "    (could not install chromium: the browser test will be skipped)" >&2
+  fi
+fi
+
+# PostgreSQL for `pipeline server` (a team's MLflow tracking server) and its test.
+have_initdb() { command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
+if [ "${INSTALL_POSTGRES:-1}" = "1" ] && ! have_initdb; then
+  SUDO=()
+  [ "$(id -u)" = 0 ] || SUDO=(sudo -n)
+  if command -v apt-get >/dev/null 2>&1 && "${SUDO[@]}" true 2>/dev/null; then
+    echo "==> installing PostgreSQL (apt: postgresql) for pipeline server"
+    { "${SUDO[@]}" apt-get update -qq >/dev/null &&
+      "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } ||
+      echo "    (could not install postgresql: pipeline server and its test need it)" >&2
+  else
+    echo "    (PostgreSQL is missing and apt-get cannot run here: pipeline server needs it)" >&2
   fi
 fi
 
