@@ -1,0 +1,359 @@
+"""Faults survived for real (issue 13): a sweep whose driver is SIGKILLed (right after a trial
+finished, and mid-trial) is finished by `pipeline tune --resume` without training a finished
+trial again; Ctrl-C in `dvc repro`'s tune stage leaves no MLflow run RUNNING and says what to run
+next; a sweep of several trials, two at a time with ASHA stopping some, logs every epoch of
+every trial exactly once and leaves no placement group behind. Unit tests: the MLflow side of
+the same guarantees (exactly once across drivers, backfill, runs closed on interrupt).
+
+The Ray tests run real drivers in their own session (`start_new_session`) and kill that session
+by process id (never `ray stop`, which would hit other clusters on the machine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import VENV_BIN, make_prepared, pipeline_cmd, tiny_params
+from mlflow.tracking import MlflowClient
+
+from pipeline import runs, tracking
+from pipeline.config import Config
+from pipeline.stages import tune
+
+EXPERIMENT = "seq2seq-sample-de-en"
+CURVE_KEYS = ("train_loss", "val_loss", "val_ppl", "val_bleu", "epoch")
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env = {k: v for k, v in env.items() if not k.startswith("DVC_")}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    return {**env, **extra}
+
+
+def _project(tmp_path: Path, n_train: int = 192, **overrides: object) -> Path:
+    make_prepared(tmp_path / "prepared", n_train=n_train)
+    params = tiny_params(tmp_path / "prepared", train__num_workers=1, **overrides)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path
+
+
+def _query(project: Path, sql: str) -> list[tuple]:
+    """Read the project's MLflow store while a driver writes it ([] before it exists)."""
+    try:
+        with sqlite3.connect(f"file:{project}/mlflow.db?mode=ro", uri=True, timeout=5) as db:
+            return db.execute(sql).fetchall()
+    except sqlite3.Error:
+        return []
+
+
+def _trial_steps(project: Path) -> dict[str, tuple[str, int]]:
+    """trial id -> (run status, highest epoch logged), read while the sweep runs."""
+    rows = _query(
+        project,
+        "select t.value, r.status, (select max(step) from metrics m where m.run_uuid = "
+        "r.run_uuid and m.key = 'epoch') from runs r join tags t on t.run_uuid = r.run_uuid "
+        "where t.key = 'trial_id'",
+    )
+    return {trial: (status, step or 0) for trial, status, step in rows}
+
+
+def _wait_for(
+    proc: subprocess.Popen, log: Path, what: str, ready: Callable[[], bool], timeout: float = 400
+) -> None:
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, f"driver exited before {what}:\n{log.read_text()[-3000:]}"
+        assert time.time() < deadline, f"no {what} within {timeout} s:\n{log.read_text()[-3000:]}"
+        time.sleep(0.1)
+
+
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[3]) == sid and fields[0] != "Z":  # session id; zombies are gone already
+            pids.append(int(entry.name))
+    return pids
+
+
+def _kill_session(proc: subprocess.Popen) -> None:
+    """SIGKILL the driver and every process of its session (its local Ray: GCS, raylet,
+    workers), by id; repeated while Ray forks stragglers."""
+    for _ in range(20):
+        pids = _session_pids(proc.pid)
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.25)
+    proc.wait(timeout=30)
+
+
+def _start(cmd: list[str], project: Path, log: Path, env: dict[str, str]) -> subprocess.Popen:
+    with log.open("w") as out:
+        return subprocess.Popen(
+            cmd, cwd=project, env=env, stdout=out, stderr=out, start_new_session=True
+        )
+
+
+def _checkpoints(train_run: Path) -> list[str]:
+    """The checkpoint folders of a trial's Ray Train run."""
+    return sorted(p.name for p in train_run.glob("checkpoint_*") if p.is_dir())
+
+
+def _runs(project: Path) -> tuple[MlflowClient, list, list]:
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    every = client.search_runs([exp.experiment_id])
+    parents = [r for r in every if tracking.PARENT_TAG not in r.data.tags]
+    children = [r for r in every if tracking.PARENT_TAG in r.data.tags]
+    return client, parents, children
+
+
+def _assert_outputs_agree_with_mlflow(project: Path, client: MlflowClient, children: list) -> None:
+    """Each trial's run holds epochs 1..epochs_run once per metric; trials.csv and the trial's
+    curve file say the same."""
+    with open(project / "models" / "trials.csv") as f:
+        table = {row["trial"]: row for row in csv.DictReader(f)}
+    assert set(table) == {c.data.tags["trial_id"] for c in children}
+    for child in children:
+        trial, ran = child.data.tags["trial_id"], int(child.data.tags["epochs_run"])
+        for key in CURVE_KEYS:
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, key)]
+            assert sorted(steps) == list(range(1, ran + 1)), f"{trial} {key}: steps {steps}"
+        row = table[trial]
+        assert row["mlflow_run_id"] == child.info.run_id and int(row["epochs_run"]) == ran
+        assert row["stopped_early"] == child.data.tags["stopped_early"]
+        with open(project / "models" / "curves" / f"{trial}.csv") as f:
+            curve = list(csv.DictReader(f))
+        history = client.get_metric_history(child.info.run_id, "val_loss")
+        assert [int(r["epoch"]) for r in curve] == list(range(1, ran + 1))
+        by_step = {m.step: m.value for m in history}
+        assert [float(r["val_loss"]) for r in curve] == [by_step[e] for e in range(1, ran + 1)]
+
+
+# --------------------------------------------------------------------------------- unit tests
+def _tracker(client: MlflowClient, exp_id: str, epochs: int = 3) -> tracking.SweepTracker:
+    return tracking.SweepTracker(
+        client, exp_id, "sweep-x", tags={"corpus": "sample"}, params={}, epochs=epochs
+    )
+
+
+def _epoch(e: int) -> dict:
+    return {"epoch": e, "train_loss": 3.0 - e / 10, "val_loss": 3.1 - e / 10, "val_bleu": e}
+
+
+def test_each_epoch_lands_once_whichever_driver_reports_it(tmp_path: Path) -> None:
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp_id = client.create_experiment("faults")
+    cfg = Config().with_overrides({"train.epochs": 4})
+    first = _tracker(client, exp_id)
+    run_id = first.trial_started("t0", "t0", cfg)
+    assert first.trial_result("t0", _epoch(1)) and first.trial_result("t0", _epoch(2))
+    # the driver dies: epoch 3 was checkpointed (in the trial's record) but never logged
+    again = _tracker(client, exp_id)
+    assert again.trial_started("t0", "t0", cfg, record=[_epoch(1), _epoch(2), _epoch(3)]) == run_id
+    assert again.trial_result("t0", _epoch(3)) is False  # a restored trial re-reports it
+    assert again.trial_result("t0", _epoch(4)) is True
+    assert again.trial_finished("t0", record=[_epoch(4)]) is False  # ran all of its 4 epochs
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["epochs_run"] == "4"
+    for key in ("train_loss", "val_loss", "val_bleu", "epoch"):
+        assert [m.step for m in client.get_metric_history(run_id, key)] == [1, 2, 3, 4]
+
+
+def test_epochs_run_counts_every_driver_and_the_trials_own_epochs(tmp_path: Path) -> None:
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp_id = client.create_experiment("faults")
+    first = _tracker(client, exp_id, epochs=3)
+    cfg = Config().with_overrides({"train.epochs": 5})  # the trial's sampled epochs win
+    run_id = first.trial_started("t1", "t1", cfg)
+    first.trial_result("t1", _epoch(1))
+    again = _tracker(client, exp_id, epochs=3)
+    again.trial_started("t1", "t1", cfg)
+    again.trial_result("t1", _epoch(2))
+    assert again.trial_finished("t1") is True  # 2 of its 5 epochs: stopped early
+    tags = client.get_run(run_id).data.tags
+    assert (tags["epochs_run"], tags["stopped_early"]) == ("2", "true")
+
+
+def test_an_interrupted_sweep_leaves_no_run_running(tmp_path: Path) -> None:
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp_id = client.create_experiment("faults")
+    sweep, cfg = _tracker(client, exp_id), Config()
+    done, open_ = sweep.trial_started("t0", "t0", cfg), sweep.trial_started("t1", "t1", cfg)
+    sweep.trial_finished("t0")
+    s = runs.Session(cfg, tmp_path, client, exp_id, verbose=False)
+    tune._close_runs(s, "sweep-x", tune.SweepInterrupted("interrupted"))
+    status = {r: client.get_run(r).info.status for r in (sweep.parent_id, done, open_)}
+    assert status == {sweep.parent_id: "KILLED", done: "FINISHED", open_: "KILLED"}
+    sweep.trial_started("t1", "t1", cfg)  # --resume reopens it; a crash then marks it FAILED
+    tune._close_runs(s, "sweep-x", RuntimeError("boom"))
+    assert client.get_run(open_).info.status == "FAILED"
+    assert client.get_run(sweep.parent_id).info.status == "FAILED"
+
+
+def test_the_next_step_of_an_interrupted_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    assert tune.next_step() == "continue it with `pipeline tune --resume`"
+    monkeypatch.setenv("DVC_STAGE", "tune")  # what DVC 3 sets for a stage's command
+    hint = tune.next_step()
+    assert "`dvc repro`" in hint and "`pipeline tune --resume`" in hint
+    assert "`dvc commit -f tune`" in hint
+
+
+# ------------------------------------------------------------------------------------- slow
+@pytest.mark.slow
+def test_driver_killed_after_a_trial_finished_and_mid_trial_then_resumed(tmp_path: Path) -> None:
+    """Tune saves its state at most every TUNE_GLOBAL_CHECKPOINT_S (~10 s by default) and not
+    when a trial completes; 600 s makes the lost-state case certain: the finished trial is
+    restored as unfinished and must not train again."""
+    project = _project(tmp_path, n_train=1500, train__epochs=4,
+                       tune__max_concurrent_trials=1, tune__grace_period=4)  # fmt: skip
+    env = _env(TUNE_GLOBAL_CHECKPOINT_S="600")
+    cmd = pipeline_cmd() + ["tune", "--num-samples", "2"]
+
+    def finished() -> bool:
+        return any(status == "FINISHED" for status, _ in _trial_steps(project).values())
+
+    log_a = tmp_path / "a.log"  # 1) killed 1 s after the first trial finished
+    a = _start(cmd, project, log_a, env)
+    _wait_for(a, log_a, "finished trial", finished)
+    time.sleep(1.0)
+    _kill_session(a)
+    after_a = _trial_steps(project)
+    (first,) = [t for t, (status, _) in after_a.items() if status == "FINISHED"]
+    train_runs = next((project / "ray_results" / "sweep_runs").iterdir())
+    saved = _checkpoints(train_runs / first)
+    assert len(saved) == 4
+
+    def mid_trial() -> bool:  # the second trial trained an epoch in this driver, not all
+        return any(
+            t != first and after_a.get(t, ("", 0))[1] < step < 4
+            for t, (_, step) in _trial_steps(project).items()
+        )
+
+    log_b = tmp_path / "b.log"  # 2) resumed, killed while the second trial trains
+    b = _start(cmd + ["--resume"], project, log_b, env)
+    _wait_for(b, log_b, "epoch of the second trial", mid_trial)
+    _kill_session(b)
+    second = next(t for t in _trial_steps(project) if t != first)
+    assert _trial_steps(project)[second][1] < 4, "killed too late to test a mid-trial kill"
+
+    log_c = tmp_path / "c.log"  # 3) resumed to the end
+    c = subprocess.run(cmd + ["--resume"], cwd=project, env=env, capture_output=True, text=True,
+                       timeout=600)  # fmt: skip
+    log_c.write_text(c.stderr)
+    assert c.returncode == 0, c.stderr[-3000:]
+    resumed = log_b.read_text() + c.stderr
+    assert f"{first} started: " in resumed and "(resumed after epoch 4)" in resumed
+    assert f"{first} epoch" not in resumed  # the finished trial never trains again
+    assert _checkpoints(train_runs / first) == saved
+    assert len(_checkpoints(train_runs / second)) == 4  # one per epoch
+
+    client, parents, children = _runs(project)
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    assert sorted(ch.data.tags["trial_id"] for ch in children) == sorted([first, second])
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert (child.data.tags["epochs_run"], child.data.tags["stopped_early"]) == ("4", "false")
+    _assert_outputs_agree_with_mlflow(project, client, children)
+    assert (project / "models" / "best" / "checkpoint.pt").is_file()
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_dvc_repro_leaves_no_run_running(tmp_path: Path) -> None:
+    """A real `dvc repro` of a tune stage, interrupted as a terminal does (SIGINT to the whole
+    foreground process group: DVC, the stage command, its Ray)."""
+    project = _project(tmp_path, n_train=1500, train__epochs=4, tune__max_concurrent_trials=1)
+    stage = {"cmd": "pipeline tune", "deps": ["prepared"], "params": ["tune"], "outs": ["models"]}
+    (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"tune": stage}}))
+    env = _env()
+    subprocess.run([str(VENV_BIN / "dvc"), "init", "--no-scm", "-q"], cwd=project, env=env,
+                   check=True)  # fmt: skip
+    log = tmp_path / "repro.log"
+    proc = _start([str(VENV_BIN / "dvc"), "repro", "tune"], project, log, env)
+
+    def one_epoch() -> bool:
+        return any(step >= 1 for _, step in _trial_steps(project).values())
+
+    _wait_for(proc, log, "first epoch", one_epoch)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        code = proc.wait(timeout=120)
+    finally:
+        _kill_session(proc)
+    text = log.read_text()
+    assert code != 0 and "interrupted" in text, text[-3000:]
+    assert "`pipeline tune --resume`" in text and "`dvc commit -f tune`" in text
+    _, parents, children = _runs(project)
+    assert len(parents) == 1 and children
+    statuses = [r.info.status for r in (*parents, *children)]
+    assert "RUNNING" not in statuses and parents[0].info.status == "KILLED", statuses
+    assert not (project / "models").exists()  # nothing exported from a partial sweep
+
+
+SWEEP_SCRIPT = """
+import json, time
+from pathlib import Path
+import ray
+from pipeline import raycluster
+from pipeline.config import load_config
+from pipeline.stages import tune
+raycluster.shutdown = lambda: None  # keep this cluster up to look at it after the sweep
+tune.run(load_config(Path("params.yaml"), None))
+for _ in range(60):  # Ray Train's cleaner removes a stopped trial's group within seconds
+    table = ray.util.placement_group_table()
+    if all(pg["state"] == "REMOVED" for pg in table.values()):
+        break
+    time.sleep(0.5)
+print("PLACEMENT_GROUPS " + json.dumps({k: pg["state"] for k, pg in table.items()}))
+ray.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_many_trials_two_at_a_time_log_every_epoch_once(tmp_path: Path) -> None:
+    """6 trials, 2 at a time. tune.seed 11 samples lr 0.01 for trials 0, 1, 3 and 1e-6 (learns
+    nothing) for 2, 4, 5, so ASHA stops those after epoch 1 whatever the timing."""
+    space = {"train.lr": {"choice": [0.01, 1e-6]}}
+    project = _project(tmp_path, train__epochs=2, tune__num_samples=6, tune__seed=11,
+                       tune__max_concurrent_trials=2, tune__metric="val_loss",
+                       tune__search_space=space)  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", SWEEP_SCRIPT], cwd=project, env=_env(),
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("PLACEMENT_GROUPS "))
+    groups = json.loads(line.split(" ", 1)[1])
+    assert groups and set(groups.values()) == {"REMOVED"}, groups
+
+    client, parents, children = _runs(project)
+    assert [p.info.status for p in parents] == ["FINISHED"] and len(children) == 6
+    assert all(c.info.status == "FINISHED" for c in children)
+    stopped = {c.data.tags["trial_id"] for c in children if c.data.tags["stopped_early"] == "true"}
+    assert stopped, "ASHA stopped no trial: the placement-group check saw no stopped trial"
+    _assert_outputs_agree_with_mlflow(project, client, children)
+    points = sum(len(client.get_metric_history(c.info.run_id, "val_loss")) for c in children)
+    assert points == sum(int(c.data.tags["epochs_run"]) for c in children)
