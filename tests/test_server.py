@@ -164,11 +164,10 @@ def server_folder():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.mark.slow
-def test_train_logs_to_a_postgres_backed_server(tmp_path: Path, server_folder: Path) -> None:
-    srv, shared = server_folder / "srv", server_folder / "shared-artifacts"
+def _start(srv: Path, shared: Path, cwd: Path) -> server.Server:
+    """`pipeline server start` on free ports; checks what it printed and where it listens."""
     args = ["--port", "0", "--pg-port", "0", "--artifacts", shared, "--workers", "1"]
-    start = _pipeline(["server", "start", "--dir", srv, *args, "--timeout", "150"], tmp_path, 200)
+    start = _pipeline(["server", "start", "--dir", srv, *args, "--timeout", "150"], cwd, 200)
     assert start.returncode == 0, start.stderr[-3000:]
     record = server.load(srv)
     assert record is not None and record.mlflow_pid and record.postgres_pid
@@ -177,6 +176,27 @@ def test_train_logs_to_a_postgres_backed_server(tmp_path: Path, server_folder: P
     listening = _listening([p for g in groups for p in server.group_members(g)])
     assert {("127.0.0.1", record.port), ("127.0.0.1", record.pg_port)} <= set(listening)
     assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening  # nothing on 0.0.0.0
+    return record
+
+
+def _stop(srv: Path, record: server.Server, cwd: Path) -> None:
+    """`pipeline server stop`: no process of either server left, nothing on their ports."""
+    import psutil
+
+    stop = _pipeline(["server", "stop", "--dir", srv], cwd, 90)
+    assert stop.returncode == 0, stop.stderr
+    assert server.group_members(record.mlflow_pid or 0) == []
+    assert server.group_members(record.postgres_pid or 0) == []
+    ports = {record.port, record.pg_port}
+    assert not [c for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN
+                and c.laddr.port in ports]  # fmt: skip
+    assert _pipeline(["server", "status", "--dir", srv], cwd).returncode == 3
+
+
+@pytest.mark.slow
+def test_train_logs_to_a_postgres_backed_server(tmp_path: Path, server_folder: Path) -> None:
+    srv, shared = server_folder / "srv", server_folder / "shared-artifacts"
+    record = _start(srv, shared, tmp_path)
 
     make_prepared(tmp_path / "prepared", n_train=64, n_valid=16)
     params = tiny_params(tmp_path / "prepared", train__epochs=1, train__num_workers=1)
@@ -204,12 +224,7 @@ def test_train_logs_to_a_postgres_backed_server(tmp_path: Path, server_folder: P
 
     status = _pipeline(["server", "status", "--dir", srv], tmp_path)
     assert status.returncode == 0 and record.uri in status.stdout
-    stop = _pipeline(["server", "stop", "--dir", srv], tmp_path, 90)
-    assert stop.returncode == 0, stop.stderr
-    assert all(server.group_members(g) == [] for g in groups)
-    import psutil
-
-    ports = {record.port, record.pg_port}
-    assert not [c for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN
-                and c.laddr.port in ports]  # fmt: skip
-    assert _pipeline(["server", "status", "--dir", srv], tmp_path).returncode == 3
+    again = _pipeline(["server", "start", "--dir", srv], tmp_path)  # nothing new is started
+    assert again.returncode == 0 and "already running" in again.stderr
+    assert server.load(srv) == record
+    _stop(srv, record, tmp_path)
