@@ -213,6 +213,9 @@ class TrainConfig(_Section):
     bf16: Literal["auto", "on", "off"] = "auto"
     seed: int = 1234
     num_workers: int = Field(1, ge=1)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="Ray placement of the workers (STRICT_SPREAD: one node each)"
+    )
     use_gpu: Literal["auto", "on", "off"] = "auto"
     max_failures: int = Field(2, ge=0)
     threads_per_worker: int = Field(1, ge=1)
@@ -224,6 +227,11 @@ class TrainConfig(_Section):
         if isinstance(v, bool):
             return "on" if v else "off"
         return v
+
+    @field_validator("placement_strategy", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
 
 
 # ----------------------------------------------------------------------------------------- tune
@@ -342,6 +350,9 @@ class MlflowConfig(_Section):
 class RayConfig(_Section):
     address: str | None = Field(None, description="None: start a local cluster (or RAY_ADDRESS)")
     storage_path: str | None = Field(None, description="None: ray_results/ in the project root")
+    shared_storage: bool = Field(
+        False, description="storage_path is a folder every node mounts at the same path (NFS)"
+    )
     num_cpus: int | None = Field(None, ge=1, description="local cluster only")
     health_check_interval_s: float = Field(0.2, gt=0)
 

@@ -1,8 +1,11 @@
 """Ray: start or join a cluster, size the work to it, keep the terminal quiet.
 
-Local by default (`ray.init` with `ray.num_cpus`, services on 127.0.0.1, no dashboard); an
-existing cluster with `ray.address` or env `RAY_ADDRESS`. Environment variables that Ray Train
-reads in its controller and workers travel in the job's runtime env.
+Local by default (`ray.init` with `ray.num_cpus`, always with token authentication: Ray's
+processes listen on the machine's network address whatever the node IP); an existing cluster
+with `ray.address` or env `RAY_ADDRESS` (reachability and token checked in seconds, then its
+size printed). On a cluster of several nodes the storage path must be shared
+(`check_shared_storage`). Environment variables that Ray Train reads in its controller and
+workers travel in the job's runtime env; `placement_callback` records where the workers ran.
 """
 
 from __future__ import annotations
@@ -10,12 +13,17 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Final
 
-from pipeline.config import Config, from_env
+from pipeline.config import STORAGE_SCHEMES, Config, from_env
 from pipeline.errors import UserError
 from pipeline.tracking import project_root
+from pipeline.ui import info
 
 TRIAL_DRIVER = "trial_driver"  # token resource: one per concurrent Tune trial driver
 # Lines that Ray prints whatever the log level; hidden unless --verbose.
@@ -35,6 +43,12 @@ class Cluster:
     cpus: float
     gpus: float
     trial_driver_slots: float  # 0 when the cluster has no `trial_driver` resource
+    nodes: int = 1  # alive nodes
+    address: str | None = None  # the existing cluster joined; None: our own local cluster
+
+    def describe(self) -> str:
+        where = f"the cluster at {self.address}" if self.address else "a local cluster"
+        return f"Ray: {where}, {self.nodes} node(s), {self.cpus:g} CPUs, {self.gpus:g} GPUs"
 
 
 def job_env(cfg: Config, verbose: bool) -> dict[str, str]:
@@ -66,6 +80,10 @@ def prepare_env(cfg: Config, verbose: bool) -> dict[str, str]:
 
 CONNECT_TIMEOUT_S = 5.0
 AUTH_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+TOKEN_FIX = (
+    "give this machine the cluster's token: env RAY_AUTH_TOKEN, a file named by "
+    "RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token (`ray get-auth-token` on the head node prints it)"
+)
 
 
 def check_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
@@ -86,31 +104,80 @@ def check_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     )
 
 
+def token_configured() -> bool:
+    """This machine has a Ray token where Ray looks for one (env, token file, default file)."""
+    env = os.environ
+    return bool(env.get("RAY_AUTH_TOKEN") or env.get("RAY_AUTH_TOKEN_PATH")) or (
+        AUTH_TOKEN_FILE.is_file()
+    )
+
+
 def _auth_env(address: str | None) -> None:
     """Joining a cluster by explicit address: Ray turns token authentication on by itself only
-    for `auto`, so use the token mode whenever a token is configured (RAY_AUTH_TOKEN, or the
-    file `ray start` and every local `ray.init` write: ~/.ray/auth_token)."""
+    for `auto`, so use the token mode whenever a token is configured (RAY_AUTH_TOKEN,
+    RAY_AUTH_TOKEN_PATH, or the file `ray start` and every local `ray.init` write:
+    ~/.ray/auth_token)."""
     explicit = bool(address) and address != "auto" and "RAY_AUTH_MODE" not in os.environ
-    if explicit and (os.environ.get("RAY_AUTH_TOKEN") or AUTH_TOKEN_FILE.is_file()):
+    if explicit and token_configured():
         os.environ["RAY_AUTH_MODE"] = "token"
+        raylet = sys.modules.get("ray._raylet")
+        if raylet is not None:  # Ray has read its config already: refresh it, as Ray does
+            raylet.Config.initialize("")
 
 
-def init(cfg: Config, *, verbose: bool = False, trial_drivers: int = 0) -> Cluster:
-    """ray.init (local or existing cluster); a local cluster gets `trial_drivers` tokens.
+def _local_auth_env() -> None:
+    """A cluster of our own always uses token authentication (its processes listen on the
+    machine's network address). Ray turns it on for a new local cluster unless RAY_AUTH_MODE
+    says otherwise, so any other inherited value is dropped, with a note."""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None and mode.lower() != "token":
+        del os.environ["RAY_AUTH_MODE"]
+        info(f"RAY_AUTH_MODE={mode} ignored: the pipeline's own Ray cluster always uses tokens")
 
-    `ray.address` null (and no RAY_ADDRESS) always starts a cluster of our own
-    (`address="local"`), even when another local cluster is running: joining it by accident
-    would share its CPUs and refuse our `trial_driver` resources. The dashboard process runs
-    (bound to 127.0.0.1): Ray Train's placement-group cleaner needs its State API, without
-    which stopped trials leak their workers' CPUs.
-    """
-    env = prepare_env(cfg, verbose)
-    address = from_env("ray.address", cfg.ray.address)
-    if address:
-        check_address(address)
-        _auth_env(address)
-    import ray
 
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """File descriptor 2 to /dev/null (Ray's C++ client logs each retry there), restored after."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def check_token(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """The Ray cluster (GCS) at an explicit `host:port` accepts this machine's token, or needs
+    none: one request with a timeout, where ray.init retries a refused token for 20 s and logs
+    every try. Uses Ray's own GCS client; skipped where this Ray has none."""
+    if address == "auto" or "://" in address:
+        return
+    try:
+        from ray._raylet import InnerGcsClient  # type: ignore[attr-defined]
+        from ray.exceptions import AuthenticationError, RpcError
+    except ImportError:
+        return
+    connect = getattr(InnerGcsClient, "standalone", None)
+    if connect is None:
+        return
+    try:
+        with _quiet_stderr():
+            connect(address, None, int(timeout * 1000))
+    except AuthenticationError:
+        has = "refused this machine's token" if token_configured() else "needs a token"
+        raise UserError(f"the Ray cluster at {address} {has}", fix=TOKEN_FIX) from None
+    except RpcError as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(
+            f"no Ray cluster answers at ray.address {address} ({first[:200]})",
+            fix="ray.address is the head node's GCS address (`ray start --head --port=PORT`, "
+            "default 6379), not its dashboard's or client server's",
+        ) from None
+
+
+def _init_kwargs(cfg: Config, address: str | None, env: dict, verbose: bool, drivers: int) -> dict:
     kwargs: dict = {
         "logging_level": logging.INFO if verbose else logging.ERROR,
         "log_to_driver": True,
@@ -124,12 +191,35 @@ def init(cfg: Config, *, verbose: bool = False, trial_drivers: int = 0) -> Clust
     else:
         kwargs["address"] = "local"
         kwargs["num_cpus"] = cfg.ray.num_cpus
-        if trial_drivers:
-            kwargs["resources"] = {TRIAL_DRIVER: trial_drivers}
+        if drivers:
+            kwargs["resources"] = {TRIAL_DRIVER: drivers}
+    return kwargs
+
+
+def init(cfg: Config, *, verbose: bool = False, trial_drivers: int = 0) -> Cluster:
+    """ray.init (local or existing cluster); a local cluster gets `trial_drivers` tokens.
+
+    `ray.address` null (and no RAY_ADDRESS) always starts a cluster of our own
+    (`address="local"`, token authentication on), even when another local cluster is running:
+    joining it by accident would share its CPUs and refuse our `trial_driver` resources. The
+    dashboard process runs (bound to 127.0.0.1): Ray Train's placement-group cleaner needs its
+    State API, without which stopped trials leak their workers' CPUs. Joining an existing
+    cluster: `Cluster.address` says which (and `describe()` its size).
+    """
+    env = prepare_env(cfg, verbose)
+    address = from_env("ray.address", cfg.ray.address)
+    if address:
+        check_address(address)
+        _auth_env(address)
+        check_token(address)
+    else:
+        _local_auth_env()
+    import ray
+
     if not verbose:
         logging.getLogger("ray").setLevel(logging.ERROR)
     try:
-        ray.init(**kwargs)
+        ray.init(**_init_kwargs(cfg, address, env, verbose, trial_drivers))
     except (ConnectionError, RuntimeError, ValueError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(
@@ -142,7 +232,101 @@ def init(cfg: Config, *, verbose: bool = False, trial_drivers: int = 0) -> Clust
         cpus=res.get("CPU", 0.0),
         gpus=res.get("GPU", 0.0),
         trial_driver_slots=res.get(TRIAL_DRIVER, 0.0),
+        nodes=sum(1 for node in ray.nodes() if node.get("Alive")),
+        address=address,
     )
+
+
+# Remote filesystems every node reaches by URI, and mount types of network filesystems.
+SHARED_SCHEMES: Final = tuple(s for s in STORAGE_SCHEMES if s not in ("file", "local"))
+NETWORK_FILESYSTEMS: Final = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "lustre", "gpfs", "beegfs",
+     "wekafs", "fuse.gcsfuse", "fuse.s3fs", "fuse.juicefs", "fuse.ceph-fuse",
+     "fuse.glusterfs", "fuse.mountpoint-s3", "fuse.goofys", "fuse.blobfuse2"}
+)  # fmt: skip
+
+
+def mount_type(path: Path, mounts: str | None = None) -> str | None:
+    """The type of the filesystem holding `path`: that of the longest mount point above it in
+    `mounts` (default: /proc/self/mounts; later mounts shadow earlier ones); None where that is
+    unknown."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/self/mounts").read_text()
+        except OSError:
+            return None
+    target = os.path.realpath(path)
+    best, kind = "", None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def check_shared_storage(cfg: Config, cluster: Cluster) -> None:
+    """On a cluster of several nodes, every node writes checkpoints to ray.storage_path: a
+    folder on this machine's own disk is refused before any training (Ray would fail only at
+    the first checkpoint from another node). Shared: a bucket URI (s3://, gs://, ...), a
+    folder on a network filesystem (NFS, CIFS, Lustre, ...: its mount type), or any folder
+    with `ray.shared_storage: true` (the user's word that every node mounts it there)."""
+    if cluster.nodes < 2 or cfg.ray.shared_storage:
+        return
+    root = storage_root(cfg)
+    scheme = root.split("://", 1)[0].lower() if "://" in root else None
+    if scheme in SHARED_SCHEMES:
+        return
+    folder = root.split("://", 1)[1] if scheme else root
+    kind = mount_type(Path(folder))
+    if kind in NETWORK_FILESYSTEMS:
+        return
+    raise UserError(
+        f"ray.storage_path {folder} is on this machine's own disk ({kind or 'local'}), but the "
+        f"Ray cluster has {cluster.nodes} nodes: checkpoints from workers on other nodes would "
+        "not arrive here",
+        fix="use storage every node sees at the same path: a bucket (--set "
+        "ray.storage_path=s3://bucket/runs, or gs://...) or a shared folder (NFS) with --set "
+        "ray.shared_storage=true",
+    )
+
+
+WORKER_NODES = "worker_nodes"  # key of the record a placement callback puts in its sink
+
+
+def placement_line(nodes: list[str]) -> str:
+    """`nodes` (node ids in rank order) as 'workers on 2 node(s): rank 0 on 9c902869, ...'."""
+    ranks = ", ".join(f"rank {rank} on {node[:8]}" for rank, node in enumerate(nodes))
+    return f"workers on {len(set(nodes))} node(s): {ranks}"
+
+
+def placement_callback(sink: Any = None) -> Any:
+    """A Ray Train callback, run in the Train controller, that records on which node each rank
+    runs whenever the worker group (re)starts: `{WORKER_NODES: [node id per rank]}` put into
+    `sink` (a `ray.util.queue.Queue`), or `placement_line` printed when `sink` is None (into
+    the controller's log on the cluster, which Ray forwards to the driver's terminal unless the
+    controller exits first). It hooks Ray Train's worker-group events, which are internal: None
+    where this Ray has no such hook."""
+    try:
+        from ray.train.v2._internal.execution.callback import WorkerGroupCallback
+    except ImportError:
+        return None
+
+    class _Placement(WorkerGroupCallback):
+        def after_worker_group_start(self, worker_group: Any) -> None:
+            try:
+                nodes = [w.metadata.node_id for w in worker_group.get_workers()]
+            except Exception:  # internal structure changed: record nothing, train on
+                return
+            if sink is None:
+                print(placement_line(nodes), flush=True)
+            else:
+                sink.put({WORKER_NODES: nodes})
+
+    return _Placement()
 
 
 def planned_cpus(cfg: Config) -> int:

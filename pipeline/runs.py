@@ -3,7 +3,8 @@
 `session(cfg, verbose)` is the skeleton of both commands, in this order, so that bad input never
 costs a cluster start or touches an MLflow record: the job's environment, the bf16 mode, the
 prepared data against the config, the MLflow store, the storage path, the experiment; then the
-command's own cheap checks; then `Session.start_cluster` (a local Ray, or the configured one);
+command's own cheap checks; then `Session.start_cluster` (a local Ray, or the configured one,
+whose storage must be shared when it has several nodes);
 the cluster is shut down however the command ends. Also here: the deterministic run key, the
 TorchTrainer builder and the prepared data's meta (the one truth about how the data was made).
 
@@ -28,6 +29,7 @@ from mlflow.tracking import MlflowClient
 from pipeline import raycluster, tracking
 from pipeline.config import Config, check_storage_root, from_env
 from pipeline.errors import UserError
+from pipeline.ui import info
 from seq2seq.text import Preprocessing
 
 PREPARED_FILES = ("train.parquet", "valid.parquet", "vocab.src.json", "vocab.tgt.json", "meta.json")
@@ -93,6 +95,7 @@ def run_key(cfg: Config, prepared: Path, prefix: str = "train", extra: Any = Non
     """Deterministic run name: same config + same data -> same name (-> resume)."""
     h = hashlib.sha256()
     parts = {k: cfg.model_dump()[k] for k in ("data", "model", "train")}
+    parts["train"].pop("placement_strategy")  # where the workers run, not what they compute
     parts["valid_decoding"] = cfg.evaluate.max_len_ratio  # batch_size: speed only, not results
     parts["extra"] = extra
     h.update(json.dumps(parts, sort_keys=True, default=str).encode())
@@ -112,8 +115,11 @@ def build_trainer(
     gpu: bool,
     callbacks: list,
     verbose: bool,
+    placement_sink: Any = None,
 ) -> Any:
-    """A TorchTrainer for `cfg` (gloo on CPU, one GPU per worker otherwise)."""
+    """A TorchTrainer for `cfg` (gloo on CPU, one GPU per worker otherwise), its workers placed
+    by `train.placement_strategy`; the nodes they run on go to `placement_sink` (a Ray queue)
+    or, without one, to a printed line (`raycluster.placement_callback`)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -123,12 +129,14 @@ def build_trainer(
         num_workers=cfg.train.num_workers,
         use_gpu=gpu,
         resources_per_worker=None if gpu else {"CPU": cfg.train.threads_per_worker},
+        placement_strategy=cfg.train.placement_strategy,
     )
+    placement = raycluster.placement_callback(placement_sink)
     run_config = ray.train.RunConfig(  # type: ignore[call-arg]  # Train V2's (mypy sees V1's)
         name=name,
         storage_path=storage,
         failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
-        callbacks=callbacks,
+        callbacks=[*callbacks, placement] if placement else callbacks,
         logging_config=ray.train.LoggingConfig(log_level="INFO" if verbose else "WARNING"),
     )
     return TorchTrainer(
@@ -151,7 +159,11 @@ class Session:
     cluster: raycluster.Cluster | None = None
 
     def start_cluster(self, trial_drivers: int = 0) -> raycluster.Cluster:
+        """Start or join the Ray cluster; on several nodes the storage must be shared."""
         self.cluster = raycluster.init(self.cfg, verbose=self.verbose, trial_drivers=trial_drivers)
+        raycluster.check_shared_storage(self.cfg, self.cluster)
+        if self.cluster.address:  # an existing cluster: say which, and how big
+            info(self.cluster.describe())
         return self.cluster
 
     @property

@@ -81,6 +81,11 @@ def run(cfg: Config, verbose: bool = False, fresh: bool = False) -> dict[str, An
         info(f"train {name}: {workers}, {cfg.train.epochs} epochs; checkpoints in {storage}/{name}")
 
         def on_report(metrics: dict) -> None:
+            if raycluster.WORKER_NODES in metrics:  # the worker group (re)started: where
+                nodes = metrics[raycluster.WORKER_NODES]
+                s.client.set_tag(run_id, "ray.worker_nodes", ",".join(nodes)[:5000])
+                info(raycluster.placement_line(nodes))
+                return
             tracking.log_epoch(s.client, run_id, metrics)
             info(epoch_line(metrics, cfg.train.epochs))
 
@@ -94,6 +99,7 @@ def run(cfg: Config, verbose: bool = False, fresh: bool = False) -> dict[str, An
                 gpu=s.gpu,
                 callbacks=[callback],
                 verbose=verbose,
+                placement_sink=q,
             )
             result = _fit_streaming(trainer, q, on_report)
         except BaseException:
