@@ -122,6 +122,15 @@ def _checkpoints(train_run: Path) -> list[str]:
     return sorted(p.name for p in train_run.glob("checkpoint_*") if p.is_dir())
 
 
+def _run_to_end(cmd: list[str], project: Path, log: Path, env: dict, timeout: float = 900) -> int:
+    """Run a driver to its end (its session killed however the wait ends); its exit code."""
+    proc = _start(cmd, project, log, env)
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        _kill_session(proc)
+
+
 def _runs(project: Path) -> tuple[MlflowClient, list, list]:
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
     exp = client.get_experiment_by_name(EXPERIMENT)
@@ -224,6 +233,36 @@ def test_the_next_step_of_an_interrupted_sweep(monkeypatch: pytest.MonkeyPatch) 
 
 
 # ------------------------------------------------------------------------------------- slow
+def _kill_after_a_trial_finished(
+    project: Path, proc: subprocess.Popen, log: Path
+) -> tuple[str, dict[str, tuple[str, int]]]:
+    """SIGKILL the driver 1 s after its first trial's run is FINISHED: (that trial, the
+    trials' MLflow state then)."""
+
+    def finished() -> bool:
+        return any(status == "FINISHED" for status, _ in _trial_steps(project).values())
+
+    try:
+        _wait_for(proc, log, "finished trial", finished)
+        time.sleep(1.0)
+    finally:
+        _kill_session(proc)
+    state = _trial_steps(project)
+    (first,) = [t for t, (status, _) in state.items() if status == "FINISHED"]
+    return first, state
+
+
+def _one_finished_sweep(project: Path, trials: int) -> tuple[MlflowClient, list]:
+    """One parent run, FINISHED, with exactly one FINISHED child run for each of `trials`."""
+    client, parents, children = _runs(project)
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    assert len({ch.data.tags["trial_id"] for ch in children}) == len(children) == trials
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    return client, children
+
+
 @pytest.mark.slow
 def test_driver_killed_after_a_trial_finished_and_mid_trial_then_resumed(tmp_path: Path) -> None:
     """Tune saves its state at most every TUNE_GLOBAL_CHECKPOINT_S (~10 s by default) and not
@@ -234,16 +273,8 @@ def test_driver_killed_after_a_trial_finished_and_mid_trial_then_resumed(tmp_pat
     env = _env(TUNE_GLOBAL_CHECKPOINT_S="600")
     cmd = pipeline_cmd() + ["tune", "--num-samples", "2"]
 
-    def finished() -> bool:
-        return any(status == "FINISHED" for status, _ in _trial_steps(project).values())
-
     log_a = tmp_path / "a.log"  # 1) killed 1 s after the first trial finished
-    a = _start(cmd, project, log_a, env)
-    _wait_for(a, log_a, "finished trial", finished)
-    time.sleep(1.0)
-    _kill_session(a)
-    after_a = _trial_steps(project)
-    (first,) = [t for t, (status, _) in after_a.items() if status == "FINISHED"]
+    first, after_a = _kill_after_a_trial_finished(project, _start(cmd, project, log_a, env), log_a)
     train_runs = next((project / "ray_results" / "sweep_runs").iterdir())
     saved = _checkpoints(train_runs / first)
     assert len(saved) == 4
@@ -256,28 +287,25 @@ def test_driver_killed_after_a_trial_finished_and_mid_trial_then_resumed(tmp_pat
 
     log_b = tmp_path / "b.log"  # 2) resumed, killed while the second trial trains
     b = _start(cmd + ["--resume"], project, log_b, env)
-    _wait_for(b, log_b, "epoch of the second trial", mid_trial)
-    _kill_session(b)
+    try:
+        _wait_for(b, log_b, "epoch of the second trial", mid_trial)
+    finally:
+        _kill_session(b)
     second = next(t for t in _trial_steps(project) if t != first)
     assert _trial_steps(project)[second][1] < 4, "killed too late to test a mid-trial kill"
 
     log_c = tmp_path / "c.log"  # 3) resumed to the end
-    c = subprocess.run(cmd + ["--resume"], cwd=project, env=env, capture_output=True, text=True,
-                       timeout=600)  # fmt: skip
-    log_c.write_text(c.stderr)
-    assert c.returncode == 0, c.stderr[-3000:]
-    resumed = log_b.read_text() + c.stderr
+    code = _run_to_end(cmd + ["--resume"], project, log_c, env)
+    assert code == 0, log_c.read_text()[-3000:]
+    resumed = log_b.read_text() + log_c.read_text()
     assert f"{first} started: " in resumed and "(resumed after epoch 4)" in resumed
     assert f"{first} epoch" not in resumed  # the finished trial never trains again
     assert _checkpoints(train_runs / first) == saved
     assert len(_checkpoints(train_runs / second)) == 4  # one per epoch
 
-    client, parents, children = _runs(project)
-    assert [p.info.status for p in parents] == ["FINISHED"]
-    assert sorted(ch.data.tags["trial_id"] for ch in children) == sorted([first, second])
+    client, children = _one_finished_sweep(project, 2)
+    assert {ch.data.tags["trial_id"] for ch in children} == {first, second}
     for child in children:
-        assert child.info.status == "FINISHED"
-        assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert (child.data.tags["epochs_run"], child.data.tags["stopped_early"]) == ("4", "false")
     _assert_outputs_agree_with_mlflow(project, client, children)
     assert (project / "models" / "best" / "checkpoint.pt").is_file()
@@ -294,15 +322,15 @@ def test_ctrl_c_in_dvc_repro_leaves_no_run_running(tmp_path: Path) -> None:
     subprocess.run([str(VENV_BIN / "dvc"), "init", "--no-scm", "-q"], cwd=project, env=env,
                    check=True)  # fmt: skip
     log = tmp_path / "repro.log"
-    proc = _start([str(VENV_BIN / "dvc"), "repro", "tune"], project, log, env)
 
     def one_epoch() -> bool:
         return any(step >= 1 for _, step in _trial_steps(project).values())
 
-    _wait_for(proc, log, "first epoch", one_epoch)
-    os.killpg(proc.pid, signal.SIGINT)
+    proc = _start([str(VENV_BIN / "dvc"), "repro", "tune"], project, log, env)
     try:
-        code = proc.wait(timeout=120)
+        _wait_for(proc, log, "first epoch", one_epoch)
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=300)
     finally:
         _kill_session(proc)
     text = log.read_text()
@@ -342,16 +370,14 @@ def test_many_trials_two_at_a_time_log_every_epoch_once(tmp_path: Path) -> None:
     project = _project(tmp_path, train__epochs=2, tune__num_samples=6, tune__seed=11,
                        tune__max_concurrent_trials=2, tune__metric="val_loss",
                        tune__search_space=space)  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", SWEEP_SCRIPT], cwd=project, env=_env(),
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("PLACEMENT_GROUPS "))
+    log = tmp_path / "sweep.log"
+    code = _run_to_end([sys.executable, "-c", SWEEP_SCRIPT], project, log, _env())
+    assert code == 0, log.read_text()[-3000:]
+    line = next(x for x in log.read_text().splitlines() if x.startswith("PLACEMENT_GROUPS "))
     groups = json.loads(line.split(" ", 1)[1])
     assert groups and set(groups.values()) == {"REMOVED"}, groups
 
-    client, parents, children = _runs(project)
-    assert [p.info.status for p in parents] == ["FINISHED"] and len(children) == 6
-    assert all(c.info.status == "FINISHED" for c in children)
+    client, children = _one_finished_sweep(project, 6)
     stopped = {c.data.tags["trial_id"] for c in children if c.data.tags["stopped_early"] == "true"}
     assert stopped, "ASHA stopped no trial: the placement-group check saw no stopped trial"
     _assert_outputs_agree_with_mlflow(project, client, children)
