@@ -419,6 +419,23 @@ def _plan(root: Path, last: Server | None, options: dict[str, Any]) -> Server:
     )
 
 
+def _check_unchanged(current: Server, options: dict[str, Any]) -> None:
+    """Options given to `start` while the server runs must be what it runs with."""
+    wanted = {
+        "port": options.get("port") or current.port,
+        "pg_port": options.get("pg_port") or current.pg_port,
+        "artifacts": str(Path(options.get("artifacts") or current.artifacts).resolve()),
+        "workers": options.get("workers") or current.workers,
+    }
+    changed = [k for k, v in wanted.items() if v != getattr(current, k)]
+    if changed:
+        raise UserError(
+            f"the server in {current.root} already runs with other settings "
+            f"({', '.join(f'{k} {getattr(current, k)}' for k in changed)})",
+            fix="pipeline server stop first, then start it with the new ones",
+        )
+
+
 def start(
     root: Path = DEFAULT_DIR, *, timeout: float = START_TIMEOUT_S, **options: Any
 ) -> tuple[Server, bool]:
@@ -429,11 +446,14 @@ def start(
     workers (MLflow's request workers), pg_user (whom PostgreSQL runs as under root).
     A server that is already up is left as it is; one half up is stopped and started again.
     """
+    if not timeout > 0:
+        raise UserError(f"--timeout {timeout:g}: must be more than 0 seconds")
     root = _folder(root, "server folder")
     last = load(root)
     if last is not None:
         up = running(last)
         if all(up.values()):
+            _check_unchanged(last, options)
             return last, False
         if any(up.values()):
             stop(last)

@@ -59,6 +59,7 @@ def test_a_port_in_use_is_one_line_and_nothing_is_made(tmp_path: Path) -> None:
         (["--port", "70000"], "MLflow port 70000 is not a port number"),
         (["--pg-port", "-1"], "PostgreSQL port -1 is not a port number"),
         (["--workers", "0"], "--workers 0: at least 1"),
+        (["--timeout", "0"], "--timeout 0: must be more than 0 seconds"),
         (["--artifacts", "afile"], "is a file, not a folder"),
     ],
 )
@@ -102,6 +103,14 @@ def test_stop_leaves_a_process_that_reused_a_recorded_id(tmp_path: Path) -> None
     finally:
         other.kill()
         other.wait()
+
+
+def test_start_options_must_match_a_running_server(tmp_path: Path) -> None:
+    record = server.Server(str(tmp_path), 5000, 6000, artifacts=str(tmp_path.resolve()))
+    server._check_unchanged(record, {})  # no options: the running server as it is
+    server._check_unchanged(record, {"port": 5000, "artifacts": tmp_path / "." / ""})
+    with pytest.raises(UserError, match=r"other settings \(port 5000, workers 1\)"):
+        server._check_unchanged(record, {"port": 5001, "workers": 3})
 
 
 def test_postgresql_missing_or_no_user_to_run_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -167,7 +176,7 @@ def server_folder():
 def _start(srv: Path, shared: Path, cwd: Path) -> server.Server:
     """`pipeline server start` on free ports; checks what it printed and where it listens."""
     args = ["--port", "0", "--pg-port", "0", "--artifacts", shared, "--workers", "1"]
-    start = _pipeline(["server", "start", "--dir", srv, *args, "--timeout", "150"], cwd, 200)
+    start = _pipeline(["server", "start", "--dir", srv, *args, "--timeout", "300"], cwd, 400)
     assert start.returncode == 0, start.stderr[-3000:]
     record = server.load(srv)
     assert record is not None and record.mlflow_pid and record.postgres_pid
@@ -226,5 +235,7 @@ def test_train_logs_to_a_postgres_backed_server(tmp_path: Path, server_folder: P
     assert status.returncode == 0 and record.uri in status.stdout
     again = _pipeline(["server", "start", "--dir", srv], tmp_path)  # nothing new is started
     assert again.returncode == 0 and "already running" in again.stderr
+    other = _pipeline(["server", "start", "--dir", srv, "--artifacts", tmp_path], tmp_path)
+    assert "already runs with other settings (artifacts " in _one_error_line(other)
     assert server.load(srv) == record
     _stop(srv, record, tmp_path)
