@@ -58,6 +58,12 @@ def _fit_streaming(trainer: Any, q: Any, on_report: Callable[[dict], None]) -> A
     return box["result"]
 
 
+def _record_placement(client: Any, run_id: str, nodes: list[str]) -> None:
+    """Where the workers run (node ids in rank order): a tag on the run and a line."""
+    client.set_tag(run_id, "ray.worker_nodes", ",".join(nodes)[:5000])
+    info(raycluster.placement_line(nodes))
+
+
 def run(cfg: Config, verbose: bool = False, fresh: bool = False) -> dict[str, Any]:
     """Train once with `train.num_workers` DDP workers; returns the last epoch's metrics."""
     with runs.session(cfg, verbose) as s:
@@ -81,11 +87,8 @@ def run(cfg: Config, verbose: bool = False, fresh: bool = False) -> dict[str, An
         info(f"train {name}: {workers}, {cfg.train.epochs} epochs; checkpoints in {storage}/{name}")
 
         def on_report(metrics: dict) -> None:
-            if raycluster.WORKER_NODES in metrics:  # the worker group (re)started: where
-                nodes = metrics[raycluster.WORKER_NODES]
-                s.client.set_tag(run_id, "ray.worker_nodes", ",".join(nodes)[:5000])
-                info(raycluster.placement_line(nodes))
-                return
+            if raycluster.WORKER_NODES in metrics:  # the worker group (re)started
+                return _record_placement(s.client, run_id, metrics[raycluster.WORKER_NODES])
             tracking.log_epoch(s.client, run_id, metrics)
             info(epoch_line(metrics, cfg.train.epochs))
 
