@@ -91,7 +91,6 @@ def main() -> None:
     ap.add_argument("--batches", required=True, help="torch.save'd batches (see the docstring)")
     ap.add_argument("--seconds", type=float, default=60.0, help="timed seconds after warm-up")
     ap.add_argument("--warmup", type=int, default=2, help="untimed batches first")
-    ap.add_argument("--max-steps", type=int, default=0, help="stop after this many (0: time)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--emb", type=int, default=256)
@@ -138,8 +137,6 @@ def main() -> None:
         next is asked for, so the clock below covers whole steps."""
         for b in itertools.cycle(batches[args.warmup :] or batches):
             if time.perf_counter() >= deadline:
-                return
-            if args.max_steps and count["steps"] >= args.max_steps:
                 return
             onmt_batch, tokens, sents = as_onmt(b)
             count["tokens"] += tokens
