@@ -31,6 +31,7 @@ parameter counts and `notes`.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -82,11 +83,20 @@ def cpu_name() -> str:
 def ours(batches: list, v_src: int, v_tgt: int, args, tf: float, bf16: bool) -> dict:
     """A fresh model: `args.warmup` batches untimed, then batches (cycling) for args.seconds."""
     model, opt = fresh_model(v_src, v_tgt, args.seed)
-    kw = dict(teacher_forcing=tf, clip_norm=1.0, generator=make_generator(args.seed), autocast=bf16)
-    train_epoch(model, opt, batches[: args.warmup], **kw)
+    step = functools.partial(
+        train_epoch,
+        model,
+        opt,
+        teacher_forcing=tf,
+        clip_norm=1.0,
+        generator=make_generator(args.seed),
+        autocast=bf16,
+    )
+    step(batches[: args.warmup])
     count = {"steps": 0}
-    timed = for_seconds(itertools.cycle(batches[args.warmup :] or batches), args.seconds, count)
-    stats = train_epoch(model, opt, timed, **kw)
+    stats = step(
+        for_seconds(itertools.cycle(batches[args.warmup :] or batches), args.seconds, count)
+    )
     return {
         "tok_per_s": stats.tokens_per_s,
         "steps": stats.batches,
@@ -236,6 +246,8 @@ def main(argv: list[str] | None = None) -> None:
                 write_batches(batch_file, batches, v_src, v_tgt)
             shift = r % max(len(order), 1)
             for name in order[shift:] + order[:shift]:
+                res: dict | None
+                err: str | None
                 if name in ours_modes:
                     tf, bf16 = ours_modes[name]
                     res, err = ours(batches, v_src, v_tgt, args, tf, bf16), None
