@@ -301,7 +301,9 @@ def test_driver_killed_after_a_trial_finished_and_mid_trial_then_resumed(tmp_pat
     assert f"{first} started: " in resumed and "(resumed after epoch 4)" in resumed
     assert f"{first} epoch" not in resumed  # the finished trial never trains again
     assert _checkpoints(train_runs / first) == saved
-    assert len(_checkpoints(train_runs / second)) == 4  # one per epoch
+    # one per epoch, plus at most one for the epoch in flight at the kill: its checkpoint can be
+    # on disk before Ray Train records it, so the resumed trial trains that epoch again
+    assert 4 <= len(_checkpoints(train_runs / second)) <= 5
 
     client, children = _one_finished_sweep(project, 2)
     assert {ch.data.tags["trial_id"] for ch in children} == {first, second}
@@ -352,7 +354,7 @@ from pipeline.config import load_config
 from pipeline.stages import tune
 raycluster.shutdown = lambda: None  # keep this cluster up to look at it after the sweep
 tune.run(load_config(Path("params.yaml"), None))
-for _ in range(60):  # Ray Train's cleaner removes a stopped trial's group within seconds
+for _ in range(240):  # Ray Train's cleaner removes a stopped trial's group within seconds
     table = ray.util.placement_group_table()
     if all(pg["state"] == "REMOVED" for pg in table.values()):
         break
