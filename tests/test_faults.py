@@ -28,7 +28,7 @@ import yaml
 from conftest import VENV_BIN, make_prepared, pipeline_cmd, tiny_params
 from mlflow.tracking import MlflowClient
 
-from pipeline import runs, sweeps, tracking
+from pipeline import runs, tracking
 from pipeline.config import Config
 from pipeline.stages import tune
 
@@ -301,9 +301,8 @@ def test_driver_killed_after_a_trial_finished_and_mid_trial_then_resumed(tmp_pat
     assert f"{first} started: " in resumed and "(resumed after epoch 4)" in resumed
     assert f"{first} epoch" not in resumed  # the finished trial never trains again
     assert _checkpoints(train_runs / first) == saved
-    # Ray Train's record holds each epoch once; a checkpoint folder written just before the kill
-    # but not yet recorded may be left beside it (that epoch is trained again)
-    assert [int(m["epoch"]) for m in sweeps.train_record(str(train_runs / second))] == [1, 2, 3, 4]
+    # one per epoch, plus at most one for the epoch in flight at the kill: its checkpoint can be
+    # on disk before Ray Train records it, so the resumed trial trains that epoch again
     assert 4 <= len(_checkpoints(train_runs / second)) <= 5
 
     client, children = _one_finished_sweep(project, 2)
@@ -365,42 +364,24 @@ ray.shutdown()
 """
 
 
-def _sweep_without_deadlock(project: Path, log: Path) -> int:
-    """Run SWEEP_SCRIPT to its end; fail at once when a trial's workers cannot start (the
-    placement groups of stopped trials were not removed: Ray Train's cleaner cannot reach the
-    cluster, e.g. while another Ray instance runs on this machine)."""
-    proc = _start([sys.executable, "-c", SWEEP_SCRIPT], project, log, _env())
-    try:
-        deadline = time.time() + 900
-        while proc.poll() is None:
-            stuck = "WorkerGroupStartupTimeoutError" in log.read_text()
-            assert not stuck, "deadlock: leaked placement groups\n" + log.read_text()[-3000:]
-            assert time.time() < deadline, "sweep not done in 900 s:\n" + log.read_text()[-3000:]
-            time.sleep(1)
-        return proc.returncode
-    finally:
-        _kill_session(proc)
-
-
 @pytest.mark.slow
 def test_many_trials_two_at_a_time_log_every_epoch_once(tmp_path: Path) -> None:
     """6 trials, 2 at a time. tune.seed 11 samples lr 0.01 for trials 0, 1, 3 and 1e-6 (learns
-    nothing) for 2, 4, 5, so ASHA stops those after epoch 1 whatever the timing (a stopped trial
-    may still log epoch 2 when its checkpoint was saved before Tune killed it)."""
+    nothing) for 2, 4, 5, so ASHA stops those after epoch 1 whatever the timing."""
     space = {"train.lr": {"choice": [0.01, 1e-6]}}
-    project = _project(tmp_path, n_train=1500, train__epochs=2, tune__num_samples=6, tune__seed=11,
+    project = _project(tmp_path, train__epochs=2, tune__num_samples=6, tune__seed=11,
                        tune__max_concurrent_trials=2, tune__metric="val_loss",
                        tune__search_space=space)  # fmt: skip
     log = tmp_path / "sweep.log"
-    assert _sweep_without_deadlock(project, log) == 0, log.read_text()[-3000:]
-    text = log.read_text()
-    line = next(x for x in text.splitlines() if x.startswith("PLACEMENT_GROUPS "))
+    code = _run_to_end([sys.executable, "-c", SWEEP_SCRIPT], project, log, _env())
+    assert code == 0, log.read_text()[-3000:]
+    line = next(x for x in log.read_text().splitlines() if x.startswith("PLACEMENT_GROUPS "))
     groups = json.loads(line.split(" ", 1)[1])
     assert groups and set(groups.values()) == {"REMOVED"}, groups
-    # ASHA's stops kill trials mid-run: their worker groups are what could leak
-    assert text.count("(stopped early by ASHA)") >= 2, text[-3000:]
 
     client, children = _one_finished_sweep(project, 6)
+    stopped = {c.data.tags["trial_id"] for c in children if c.data.tags["stopped_early"] == "true"}
+    assert stopped, "ASHA stopped no trial: the placement-group check saw no stopped trial"
     _assert_outputs_agree_with_mlflow(project, client, children)
     points = sum(len(client.get_metric_history(c.info.run_id, "val_loss")) for c in children)
     assert points == sum(int(c.data.tags["epochs_run"]) for c in children)
