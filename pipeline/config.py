@@ -340,6 +340,9 @@ class EvaluateConfig(_Section):
 class MlflowConfig(_Section):
     tracking_uri: str | None = Field(None, description="None: sqlite mlflow.db in the project root")
     experiment: str | None = Field(None, description="None: seq2seq-<corpus>-<src>-<tgt>")
+    retry_for_s: float = Field(
+        600, ge=0, description="a tracking server lost mid-run: keep training, retry this long"
+    )
 
     @field_validator("tracking_uri")
     @classmethod

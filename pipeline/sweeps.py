@@ -82,6 +82,8 @@ def outcome(cfg: Config, result: Any, client: Any, exp_id: str, sweep: str, runs
     trial_id = Path(result.path).name
     record = train_record(f"{runs}/{trial_id}")
     run_id = tracking.find_run(client, exp_id, f"{sweep}/{trial_id}") or ""
+    if not run_id and record:  # its start never reached MLflow (the server was down)
+        run_id = _open_trial_run(cfg, client, exp_id, sweep, trial_id, result.config or {})
     ok = result.error is None
     rows: list[dict[str, Any]] = record
     if run_id:
@@ -96,6 +98,23 @@ def outcome(cfg: Config, result: Any, client: Any, exp_id: str, sweep: str, runs
     return TrialOutcome(
         result.path, result.config or {}, result.error, _frame(rows), metrics, run_id
     )
+
+
+def _open_trial_run(
+    cfg: Config, client: Any, exp_id: str, sweep: str, trial_id: str, sampled: dict[str, Any]
+) -> str:
+    """Open a trial's run (and the sweep's parent, if missing) as the sweep's callback would."""
+    tracker = tracking.SweepTracker(
+        client,
+        exp_id,
+        sweep,
+        tags=tracking.base_tags(cfg, "pipeline tune"),
+        params=tracking.config_params(cfg),
+        epochs=cfg.train.epochs,
+        inputs=tracking.dataset_inputs(cfg, tracking.TRAIN_SPLITS),
+    )
+    name = tracking.trial_name(sampled)
+    return tracker.trial_started(trial_id, name, trial_config(cfg, sampled))
 
 
 def outcomes(cfg: Config, grid: Any, client: Any, exp_id: str, sweep: str, runs: str) -> list:

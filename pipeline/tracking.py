@@ -36,6 +36,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import Config, flatten, from_env, trial_config
 from pipeline.errors import UserError
+from pipeline.outage import Buffer
 from pipeline.ui import epoch_line, info
 
 RUN_KEY_TAG = "seq2seq.run_key"  # identifies a train run / sweep / trial across restarts
@@ -49,6 +50,7 @@ RUNS_VIEW_NAME = "Runs with BLEU and loss"
 VIEW_METRICS = ("best_val_bleu", "val_bleu", "val_loss", "test_bleu", "test_chrf")
 DATA_CONTEXT_TAG = "mlflow.data.context"
 SPLIT_CONTEXTS = {"train": "training", "valid": "validation", "test": "testing"}
+LOGGED_AT = "logged_at_ms"  # an epoch's first logging attempt (pipeline.outage replays keep it)
 
 
 # ------------------------------------------------------------------------------- resolution
@@ -303,9 +305,10 @@ def open_run(
 
 
 def log_epoch(client: MlflowClient, run_id: str, metrics: Mapping[str, Any]) -> None:
-    """Per-epoch metrics with step = metrics["epoch"] (only the known numeric keys)."""
+    """Per-epoch metrics with step = metrics["epoch"] (only the known numeric keys), stamped
+    `metrics[LOGGED_AT]` (ms) when given: a replayed write then repeats the same rows."""
     step = int(metrics["epoch"])
-    now = int(time.time() * 1000)
+    now = int(metrics.get(LOGGED_AT) or time.time() * 1000)
     batch = [
         Metric(k, float(metrics[k]), now, step)
         for k in EPOCH_METRICS
@@ -599,9 +602,23 @@ class MlflowTrialCallback:
         self.uri, self.experiment_id, self.sweep = uri, experiment_id, sweep
         self.base, self.prepared, self.runs_root = cfg.model_dump(), prepared, runs_root
         self._tracker: SweepTracker | None = None
+        self._buffer: Buffer | None = None
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_tracker": None}
+    def __getstate__(self) -> dict:  # pickled by Tune: no client, no queued closures
+        return {**self.__dict__, "_tracker": None, "_buffer": None}
+
+    @property
+    def buffer(self) -> Buffer:
+        """Tracking writes, kept across an outage of the tracking server (pipeline.outage)."""
+        if getattr(self, "_buffer", None) is None:
+            retry_for_s = Config.model_validate(self.base).mlflow.retry_for_s
+            fix = "run `pipeline tune --resume` (every checkpointed epoch is logged then)"
+            self._buffer = Buffer(self.uri, retry_for_s, next_step=fix)
+        return self._buffer  # type: ignore[return-value]
+
+    def drain(self) -> None:
+        """Send what an outage held back; a UserError if the server stays down too long."""
+        self.buffer.drain()
 
     @property
     def tracker(self) -> SweepTracker:
@@ -631,27 +648,43 @@ class MlflowTrialCallback:
         return train_record(f"{root}/{trial_id}")
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info_: Any) -> None:
+        tid, name = trial.trial_id, trial_name(trial.config)
         cfg = trial_config(self.base, trial.config)
-        record = self.record(trial.trial_id)
-        self.tracker.trial_started(trial.trial_id, trial_name(trial.config), cfg, record)
+        record = self.record(tid)
+        self.buffer.submit(
+            f"open {tid}'s run", lambda: self.tracker.trial_started(tid, name, cfg, record)
+        )
         resumed = f" (resumed after epoch {record[-1]['epoch']})" if record else ""
-        info(f"{trial.trial_id} started: {trial_name(trial.config)}{resumed}")
+        info(f"{tid} started: {name}{resumed}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **_) -> None:
-        if self.tracker.trial_result(trial.trial_id, result):
-            epochs = self.tracker.trial_epochs.get(trial.trial_id, self.tracker.epochs)
-            info(epoch_line(result, epochs, prefix=f"{trial.trial_id} "))
+        tid, metrics = trial.trial_id, {**result, LOGGED_AT: int(time.time() * 1000)}
+        what = f"{tid} epoch {metrics.get('epoch')}"
+        sent, logged = self.buffer.submit(what, lambda: self.tracker.trial_result(tid, metrics))
+        if logged or not sent:  # a new epoch (or one held back by an outage): show it
+            epochs = trial_config(self.base, trial.config).train.epochs
+            held = "" if sent else " [yellow](MLflow down: kept for replay)[/]"
+            info(epoch_line(result, epochs, prefix=f"{tid} ") + held)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **_: Any) -> None:
-        record = self.record(trial.trial_id)
-        stopped = self.tracker.trial_finished(trial.trial_id, ok=True, record=record)
-        ran = self.tracker.epochs_run(trial.trial_id)
+        tid, record = trial.trial_id, self.record(trial.trial_id)
+        sent, stopped = self.buffer.submit(
+            f"close {tid}'s run", lambda: self.tracker.trial_finished(tid, ok=True, record=record)
+        )
+        ran = (
+            self.tracker.epochs_run(tid)
+            if sent
+            else max([int(r["epoch"]) for r in record], default=0)
+        )
         note = " (stopped early by ASHA)" if stopped else ""
-        info(f"{trial.trial_id} finished after {ran} epoch(s){note}")
+        info(f"{tid} finished after {ran} epoch(s){note}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **_: Any) -> None:
-        self.tracker.trial_finished(trial.trial_id, ok=False, record=self.record(trial.trial_id))
-        info(f"[red]{trial.trial_id} failed[/]: see {trial.local_path}")
+        tid, record = trial.trial_id, self.record(trial.trial_id)
+        self.buffer.submit(
+            f"close {tid}'s run", lambda: self.tracker.trial_finished(tid, ok=False, record=record)
+        )
+        info(f"[red]{tid} failed[/]: see {trial.local_path}")
 
 
 def callback_class() -> type:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import queue as queue_mod
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline import raycluster, runs, tracking
+from pipeline import outage, raycluster, runs, tracking
 from pipeline.config import Config
 from pipeline.ui import epoch_line, info
 
@@ -64,6 +65,48 @@ def _record_placement(client: Any, run_id: str, nodes: list[str]) -> None:
     info(raycluster.placement_line(nodes))
 
 
+class _Reporter:
+    """The driver's side of rank 0's reports: MLflow writes through an outage buffer (a lost
+    tracking server is waited for, pipeline.outage), and a progress line per epoch."""
+
+    def __init__(self, client: Any, cfg: Config, run_id: str) -> None:
+        self.client, self.run_id, self.epochs = client, run_id, cfg.train.epochs
+        fix = "run the same `pipeline train` again (it resumes and logs what MLflow lacks)"
+        self.buffer = outage.Buffer(client.tracking_uri, cfg.mlflow.retry_for_s, next_step=fix)
+
+    def catch_up(self, run_dir: str) -> None:
+        """Log the checkpointed epochs the run lacks (a driver lost before it logged them)."""
+        from pipeline.sweeps import train_record
+
+        logged = tracking.logged_steps(self.client, self.run_id)
+        tracking.backfill(self.client, self.run_id, train_record(run_dir), logged)
+
+    def __call__(self, metrics: dict) -> None:
+        if raycluster.WORKER_NODES in metrics:  # the worker group (re)started
+            nodes = metrics[raycluster.WORKER_NODES]
+            self.buffer.submit("tag ray.worker_nodes", lambda: self._placement(nodes))
+            return
+        stamped = {**metrics, tracking.LOGGED_AT: int(time.time() * 1000)}
+        sent, _ = self.buffer.submit(
+            f"epoch {metrics.get('epoch')}",
+            lambda: tracking.log_epoch(self.client, self.run_id, stamped),
+        )
+        held = "" if sent else " [yellow](MLflow down: kept for replay)[/]"
+        info(epoch_line(metrics, self.epochs) + held)
+
+    def _placement(self, nodes: list[str]) -> None:
+        _record_placement(self.client, self.run_id, nodes)
+
+
+def _close_failed(client: Any, run_id: str) -> None:
+    """Mark the run FAILED, unless the tracking server is what failed (then it stays open)."""
+    try:
+        tracking.close_run(client, run_id, ok=False)
+    except Exception as err:
+        if not outage.is_outage(err):
+            raise
+
+
 def run(cfg: Config, verbose: bool = False, fresh: bool = False) -> dict[str, Any]:
     """Train once with `train.num_workers` DDP workers; returns the last epoch's metrics."""
     with runs.session(cfg, verbose) as s:
@@ -85,13 +128,9 @@ def run(cfg: Config, verbose: bool = False, fresh: bool = False) -> dict[str, An
         tracking.log_inputs(s.client, run_id, splits)
         workers = f"{cfg.train.num_workers} {'GPU' if s.gpu else 'CPU'} worker(s)"
         info(f"train {name}: {workers}, {cfg.train.epochs} epochs; checkpoints in {storage}/{name}")
-
-        def on_report(metrics: dict) -> None:
-            if raycluster.WORKER_NODES in metrics:  # the worker group (re)started
-                return _record_placement(s.client, run_id, metrics[raycluster.WORKER_NODES])
-            tracking.log_epoch(s.client, run_id, metrics)
-            info(epoch_line(metrics, cfg.train.epochs))
-
+        outage.fail_fast(s.client.tracking_uri)
+        report = _Reporter(s.client, cfg, run_id)
+        report.catch_up(f"{storage}/{name}")
         try:
             q, callback = _report_queue()
             trainer = runs.build_trainer(
@@ -104,9 +143,10 @@ def run(cfg: Config, verbose: bool = False, fresh: bool = False) -> dict[str, An
                 verbose=verbose,
                 placement_sink=q,
             )
-            result = _fit_streaming(trainer, q, on_report)
+            result = _fit_streaming(trainer, q, report)
+            report.buffer.drain()
         except BaseException:
-            tracking.close_run(s.client, run_id, ok=False)
+            _close_failed(s.client, run_id)
             raise
     final = dict(result.metrics or {})
     tracking.close_run(s.client, run_id, ok=True)

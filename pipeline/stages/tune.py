@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline import raycluster, runs, sweeps, tracking
+from pipeline import outage, raycluster, runs, sweeps, tracking
 from pipeline.config import Config, check_output_folder, trial_config
 from pipeline.errors import UserError
 from pipeline.ui import info
@@ -161,9 +161,30 @@ def _check_complete(path: str, name: str) -> None:
         )
 
 
+def _tracking_caught_up(s: runs.Session, cfg: Config, callback: Any) -> None:
+    """Every write an outage of the tracking server held back is sent before the outputs are
+    built from MLflow; waits up to mlflow.retry_for_s for the server, else a UserError. (A
+    resumed sweep's callback is Tune's restored copy: the probe then waits for the server, and
+    `sweeps.outcomes` logs each checkpointed epoch a run lacks.)"""
+    callback.drain()
+    probe = outage.Buffer(s.client.tracking_uri, cfg.mlflow.retry_for_s, next_step=next_step())
+    probe.submit("read the experiment", lambda: s.client.get_experiment(s.experiment_id))
+    probe.drain()
+
+
 def _close_runs(s: runs.Session, name: str, err: BaseException) -> None:
     """A sweep that ends without finishing leaves no MLflow run RUNNING: the parent and its
-    open trials are KILLED when interrupted, FAILED otherwise (--resume reopens them)."""
+    open trials are KILLED when interrupted, FAILED otherwise (--resume reopens them). With
+    the tracking server down they stay as they are (a line says so; --resume closes them)."""
+    try:
+        _close_open_runs(s, name, err)
+    except Exception as close_err:
+        if not outage.is_outage(close_err):
+            raise
+        info(f"[yellow]MLflow unreachable: sweep {name}'s runs are left open in MLflow[/]")
+
+
+def _close_open_runs(s: runs.Session, name: str, err: BaseException) -> None:
     parent = tracking.find_run(s.client, s.experiment_id, name)
     if not parent:
         return
@@ -179,6 +200,7 @@ def run(cfg: Config, resume: bool = False, verbose: bool = False) -> dict[str, A
     with runs.session(cfg, verbose) as s:
         from ray import tune
 
+        outage.fail_fast(s.client.tracking_uri)  # outages are ridden out by pipeline.outage
         root, name = _sweep_path(cfg, s.prepared, resume)
         slots = raycluster.trials_that_fit(
             cfg, raycluster.planned_cpus(cfg), 0, cfg.train.use_gpu == "on"
@@ -215,6 +237,7 @@ def run(cfg: Config, resume: bool = False, verbose: bool = False) -> dict[str, A
             else:
                 tuner = _tuner(cfg, trainable, root, name, callback, n)
             grid = tuner.fit()
+            _tracking_caught_up(s, cfg, callback)
             _check_complete(f"{root}/{name}", name)
             trials = sweeps.outcomes(cfg, grid, s.client, s.experiment_id, name, train_runs)
             return sweeps.finish(cfg, trials, s.client, s.experiment_id, name, s.prepared)
