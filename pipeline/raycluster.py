@@ -303,13 +303,14 @@ def placement_line(nodes: list[str]) -> str:
     return f"workers on {len(set(nodes))} node(s): {ranks}"
 
 
-def placement_callback(sink: Any = None) -> Any:
+def placement_callback(sink: Any = None, groups_file: str | None = None) -> Any:
     """A Ray Train callback, run in the Train controller, that records on which node each rank
     runs whenever the worker group (re)starts: `{WORKER_NODES: [node id per rank]}` put into
     `sink` (a `ray.util.queue.Queue`), or `placement_line` printed when `sink` is None (into
     the controller's log on the cluster, which Ray forwards to the driver's terminal unless the
-    controller exits first). It hooks Ray Train's worker-group events, which are internal: None
-    where this Ray has no such hook."""
+    controller exits first). With `groups_file` it also appends the worker group's placement
+    group id there (see `remove_worker_groups`). It hooks Ray Train's worker-group events, which
+    are internal: None where this Ray has no such hook."""
     try:
         from ray.train.v2._internal.execution.callback import WorkerGroupCallback
     except ImportError:
@@ -321,12 +322,88 @@ def placement_callback(sink: Any = None) -> Any:
                 nodes = [w.metadata.node_id for w in worker_group.get_workers()]
             except Exception:  # internal structure changed: record nothing, train on
                 return
+            if groups_file:
+                _record_group(worker_group, groups_file)
             if sink is None:
                 print(placement_line(nodes), flush=True)
             else:
                 sink.put({WORKER_NODES: nodes})
 
     return _Placement()
+
+
+def _record_group(worker_group: Any, groups_file: str) -> None:
+    try:
+        pg = worker_group.get_worker_group_state().placement_group_handle.placement_group
+        Path(groups_file).parent.mkdir(parents=True, exist_ok=True)
+        with open(groups_file, "a") as f:
+            f.write(pg.id.hex() + "\n")
+    except Exception:  # internal structure changed or storage not local: record nothing
+        return
+
+
+def remove_worker_groups(groups_file: str) -> int:
+    """Remove the placement groups a finished trial's worker groups used that are still held.
+
+    Ray Train 2.60 creates them in its controller actor, so they live as long as the job, and
+    relies on a per-controller cleaner to remove them; an ASHA-stopped trial whose controller
+    dies while aborting (it stops that cleaner before removing the group) leaves its group
+    CREATED, holding CPUs nobody uses, until new trials cannot start. Returns how many."""
+    import ray
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    path = Path(groups_file)
+    if not path.is_file():
+        return 0
+    removed = 0
+    for line in set(path.read_text().split()):
+        try:
+            pg = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(line)))
+            if ray.util.placement_group_table(pg).get("state") in ("CREATED", "PENDING"):
+                remove_placement_group(pg)
+                removed += 1
+        except Exception:  # already gone, or not an id: nothing to free
+            continue
+    return removed
+
+
+GROUPS_DIR = ".worker_groups"  # under a sweep's train runs: one file of group ids per trial
+
+
+def groups_file(runs_root: str, trial_id: str) -> str | None:
+    """Where a trial's worker placement-group ids are recorded (None for bucket storage)."""
+    return None if "://" in runs_root else f"{runs_root}/{GROUPS_DIR}/{trial_id}"
+
+
+def janitor_callback(runs_root: str) -> Any:
+    """A Tune callback that, before each trial starts and when the sweep ends, removes the
+    worker placement groups still held by trials that already ended (`remove_worker_groups`):
+    a sweep never waits for ever on CPUs that a stopped trial's group keeps."""
+    from ray.tune import Callback
+
+    class FreeEndedTrialsGroups(Callback):
+        def __init__(self) -> None:
+            self.ended: set[str] = set()
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **_: Any) -> None:
+            self.ended.add(trial.trial_id)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **_: Any) -> None:
+            self.ended.add(trial.trial_id)
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **_: Any) -> None:
+            self.free()
+
+        def on_experiment_end(self, trials: list, **_: Any) -> None:
+            self.free()
+
+        def free(self) -> None:
+            for tid in sorted(self.ended):
+                path = groups_file(runs_root, tid)
+                if path and (n := remove_worker_groups(path)):
+                    info(f"freed {n} placement group(s) left by ended trial {tid}")
+
+    return FreeEndedTrialsGroups()
 
 
 def planned_cpus(cfg: Config) -> int:

@@ -116,10 +116,12 @@ def build_trainer(
     callbacks: list,
     verbose: bool,
     placement_sink: Any = None,
+    groups_file: str | None = None,
 ) -> Any:
     """A TorchTrainer for `cfg` (gloo on CPU, one GPU per worker otherwise), its workers placed
     by `train.placement_strategy`; the nodes they run on go to `placement_sink` (a Ray queue)
-    or, without one, to a printed line (`raycluster.placement_callback`)."""
+    or, without one, to a printed line (`raycluster.placement_callback`); the ids of their
+    placement groups to `groups_file` when given."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -131,7 +133,7 @@ def build_trainer(
         resources_per_worker=None if gpu else {"CPU": cfg.train.threads_per_worker},
         placement_strategy=cfg.train.placement_strategy,
     )
-    placement = raycluster.placement_callback(placement_sink)
+    placement = raycluster.placement_callback(placement_sink, groups_file)
     run_config = ray.train.RunConfig(  # type: ignore[call-arg]  # Train V2's (mypy sees V1's)
         name=name,
         storage_path=storage,

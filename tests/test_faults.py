@@ -385,3 +385,55 @@ def test_many_trials_two_at_a_time_log_every_epoch_once(tmp_path: Path) -> None:
     _assert_outputs_agree_with_mlflow(project, client, children)
     points = sum(len(client.get_metric_history(c.info.run_id, "val_loss")) for c in children)
     assert points == sum(int(c.data.tags["epochs_run"]) for c in children)
+
+
+GROUP_SCRIPT = """
+import json, sys, time
+import ray
+from ray.util.placement_group import PlacementGroup, placement_group
+from pipeline import raycluster
+
+ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+
+@ray.remote(num_cpus=0)
+class Controller:  # as Ray Train's: the worker group's placement group is made in an actor
+    def start(self):
+        pg = placement_group([{"CPU": 1}])
+        ray.get(pg.ready())
+        return pg.id.hex()
+
+controller = Controller.remote()
+pg_id = ray.get(controller.start.remote())
+with open(sys.argv[1], "w") as f:
+    f.write(pg_id + "\\n")
+ray.kill(controller)  # dies without removing it
+time.sleep(2)
+pg = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id)))
+before = ray.util.placement_group_table(pg)["state"]
+removed = raycluster.remove_worker_groups(sys.argv[1])
+time.sleep(1)
+after = ray.util.placement_group_table(pg)["state"]
+again = raycluster.remove_worker_groups(sys.argv[1])
+print("RESULT " + json.dumps([before, removed, after, again, ray.available_resources()["CPU"]]))
+"""
+
+
+@pytest.mark.slow
+def test_a_group_left_by_a_dead_controller_is_freed(tmp_path: Path) -> None:
+    """A placement group made in an actor outlives it (its lifetime is the job's), holding its
+    CPU: `remove_worker_groups` frees it, and a second call finds nothing to free."""
+    ids = tmp_path / "groups"
+    proc = subprocess.run(
+        [sys.executable, "-c", GROUP_SCRIPT, str(ids)],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert line, proc.stderr[-3000:]
+    assert json.loads(line.split(" ", 1)[1]) == ["CREATED", 1, "REMOVED", 0, 2.0]
+
+
+def test_each_trial_records_its_groups_in_its_own_file() -> None:
+    from pipeline import raycluster
+
+    assert raycluster.groups_file("/r", "t1") == "/r/.worker_groups/t1"
+    assert raycluster.groups_file("s3://b/r", "t1") is None  # bucket storage: not recorded

@@ -79,6 +79,7 @@ def run_trial(
         gpu=gpu,
         callbacks=[TuneReportCallback()],
         verbose=verbose,
+        groups_file=raycluster.groups_file(storage, trial_id),
     )
     trainer.fit()  # same name + storage: a restored trial resumes from its checkpoint
 
@@ -123,7 +124,8 @@ def _tuner(cfg: Config, trainable: Any, root: str, name: str, callback: Any, n: 
         max_concurrent_trials=n,
         trial_dirname_creator=lambda t: t.trial_id,
     )
-    run_config = tune.RunConfig(name=name, storage_path=root, callbacks=[callback], verbose=0)
+    callbacks = [callback, raycluster.janitor_callback(callback.runs_root)]
+    run_config = tune.RunConfig(name=name, storage_path=root, callbacks=callbacks, verbose=0)
     return tune.Tuner(
         trainable, param_space=search_space(cfg), tune_config=tune_config, run_config=run_config
     )
