@@ -28,7 +28,7 @@ import yaml
 from conftest import VENV_BIN, make_prepared, pipeline_cmd, tiny_params
 from mlflow.tracking import MlflowClient
 
-from pipeline import runs, tracking
+from pipeline import raycluster, runs, tracking
 from pipeline.config import Config
 from pipeline.stages import tune
 
@@ -354,12 +354,19 @@ from pipeline.config import load_config
 from pipeline.stages import tune
 raycluster.shutdown = lambda: None  # keep this cluster up to look at it after the sweep
 tune.run(load_config(Path("params.yaml"), None))
+def held(table):  # groups that still hold CPUs: what makes later trials wait for ever
+    return {k: pg["state"] for k, pg in table.items() if pg["state"] != "REMOVED"
+            and any("CPU" in bundle for bundle in pg["bundles"].values())}
+
 for _ in range(240):  # Ray Train's cleaner removes a stopped trial's group within seconds
     table = ray.util.placement_group_table()
-    if all(pg["state"] == "REMOVED" for pg in table.values()):
+    if not held(table):
         break
     time.sleep(0.5)
 print("PLACEMENT_GROUPS " + json.dumps({k: pg["state"] for k, pg in table.items()}))
+print("HELD " + json.dumps(held(table)))
+print("BUNDLES " + json.dumps({k: pg["bundles"] for k, pg in table.items()
+                               if pg["state"] != "REMOVED"}, default=str))
 ray.shutdown()
 """
 
@@ -375,9 +382,13 @@ def test_many_trials_two_at_a_time_log_every_epoch_once(tmp_path: Path) -> None:
     log = tmp_path / "sweep.log"
     code = _run_to_end([sys.executable, "-c", SWEEP_SCRIPT], project, log, _env())
     assert code == 0, log.read_text()[-3000:]
-    line = next(x for x in log.read_text().splitlines() if x.startswith("PLACEMENT_GROUPS "))
-    groups = json.loads(line.split(" ", 1)[1])
-    assert groups and set(groups.values()) == {"REMOVED"}, groups
+    lines = log.read_text().splitlines()
+    groups = json.loads(next(x for x in lines if x.startswith("PLACEMENT_GROUPS "))[17:])
+    held = json.loads(next(x for x in lines if x.startswith("HELD "))[5:])
+    assert groups and held == {}, [x for x in lines if x.startswith("BUNDLES ")]
+    recorded = (project / "ray_results" / "sweep_runs").glob(f"*/{raycluster.GROUPS_DIR}/*")
+    ids = {i for f in recorded for i in f.read_text().split()}
+    assert len(ids) >= 6 and all(groups.get(i) == "REMOVED" for i in ids), (ids, groups)
 
     client, children = _one_finished_sweep(project, 6)
     stopped = {c.data.tags["trial_id"] for c in children if c.data.tags["stopped_early"] == "true"}
@@ -433,7 +444,5 @@ def test_a_group_left_by_a_dead_controller_is_freed(tmp_path: Path) -> None:
 
 
 def test_each_trial_records_its_groups_in_its_own_file() -> None:
-    from pipeline import raycluster
-
     assert raycluster.groups_file("/r", "t1") == "/r/.worker_groups/t1"
     assert raycluster.groups_file("s3://b/r", "t1") is None  # bucket storage: not recorded
