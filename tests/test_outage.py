@@ -208,6 +208,7 @@ class MlflowServer:
             except UserError:
                 assert self.proc.poll() is None, (self.folder / "server.log").read_text()[-2000:]
                 time.sleep(0.5)
+        self.stop()  # not left running when its fixture fails
         raise AssertionError("mlflow server did not answer within 300 s")
 
     def stop(self) -> None:
