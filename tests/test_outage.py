@@ -177,16 +177,12 @@ def test_a_replayed_epoch_writes_the_same_rows_once(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ end to end (slow)
-def _free_port() -> int:
-    return _closed_port()
-
-
 class MlflowServer:
     """A real `mlflow server` (SQLite store) on 127.0.0.1 that can be stopped and started again
     on the same port and store, as a team's server restarts."""
 
     def __init__(self, folder: Path) -> None:
-        self.folder, self.port = folder, _free_port()
+        self.folder, self.port = folder, _closed_port()  # free now, ours to bind
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
