@@ -49,8 +49,9 @@ from seq2seq.batching import ParallelCorpus  # noqa: E402
 from seq2seq.detok import detokenize  # noqa: E402
 from seq2seq.metrics import corpus_bleu  # noqa: E402
 from seq2seq.model import Seq2Seq  # noqa: E402
+from seq2seq.precision import autocast_enabled  # noqa: E402
 from seq2seq.search import greedy_decode, translate_ids  # noqa: E402
-from seq2seq.training import autocast_enabled, fit  # noqa: E402
+from seq2seq.training import fit  # noqa: E402
 from seq2seq.vocab import Vocab  # noqa: E402
 
 WORD = re.compile(r"\w+|[^\w\s]")
@@ -77,7 +78,7 @@ def train(args: argparse.Namespace, corpus: ParallelCorpus, v_src: int, v_tgt: i
                            clip_norm=1.0, teacher_forcing=1.0, label_smoothing=0.0, seed=0,
                            optimizer="adam",
                            lr=2e-3, lr_halving_start=None)  # fmt: skip
-    autocast = autocast_enabled("auto", torch.device("cpu"))
+    autocast = autocast_enabled("auto", torch.device("cpu"), model, spec.batch_size)
     reports = fit(model, optimizer, corpus, None, spec, autocast=autocast)
     seconds = sum(r.train.seconds for r in reports)
     batches = sum(r.train.batches for r in reports)

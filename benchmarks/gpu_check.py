@@ -43,8 +43,9 @@ from train_throughput import fresh_model  # noqa: E402
 
 from seq2seq.batching import ParallelCorpus, iterate_batches  # noqa: E402
 from seq2seq.corpora.sample import generate  # noqa: E402
+from seq2seq.precision import autocast_enabled  # noqa: E402
 from seq2seq.search import translate_ids  # noqa: E402
-from seq2seq.training import autocast_enabled, make_generator, train_epoch  # noqa: E402
+from seq2seq.training import make_generator, train_epoch  # noqa: E402
 
 
 def gpu_seen_by_driver() -> str | None:

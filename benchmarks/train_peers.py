@@ -51,7 +51,8 @@ from reference_step import for_seconds  # noqa: E402
 from train_throughput import DATA, REFERENCE, build, fresh_model  # noqa: E402
 
 from seq2seq.batching import ParallelCorpus, iterate_batches  # noqa: E402
-from seq2seq.training import bf16_problem, make_generator, train_epoch  # noqa: E402
+from seq2seq.precision import bf16_problem  # noqa: E402
+from seq2seq.training import make_generator, train_epoch  # noqa: E402
 from seq2seq.vocab import EOS, PAD, SOS, UNK  # noqa: E402
 
 INSTALL = "benchmarks/peers/install.sh"

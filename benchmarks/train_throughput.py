@@ -40,13 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from seq2seq.batching import ParallelCorpus, iterate_batches  # noqa: E402
 from seq2seq.model import Seq2Seq  # noqa: E402
-from seq2seq.training import (  # noqa: E402
-    autocast_enabled,
-    bf16_problem,
-    fit,
-    make_generator,
-    train_epoch,
-)
+from seq2seq.precision import bf16_problem, choose_precision  # noqa: E402
+from seq2seq.training import fit, make_generator, train_epoch  # noqa: E402
 from seq2seq.vocab import Vocab  # noqa: E402
 
 WORD = re.compile(r"\w+|[^\w\s]")
@@ -139,6 +134,9 @@ def main() -> None:
             rows[name].append(ours(train, val, v_src, v_tgt, args, bf16, args.steps)["tok_per_s"])
         print(json.dumps({"round": {k: v[-1] for k, v in rows.items()}}), file=sys.stderr)
     med = {k: statistics.median(v) for k, v in rows.items()}
+    auto = choose_precision(
+        "auto", torch.device("cpu"), fresh_model(v_src, v_tgt, 0)[0], args.batch
+    )
     report = {
         "ref_tok_s": med["ref"],
         "fp32_tok_s": med["fp32"],
@@ -151,7 +149,8 @@ def main() -> None:
         "threads": args.threads,
         "batch": args.batch,
         "pool": args.pool,
-        "bf16_auto_here": autocast_enabled("auto", torch.device("cpu")),
+        "bf16_auto_here": auto.bf16,  # what train.bf16 auto picks for this model and batch
+        "bf16_probe_speedup": auto.speedup,
         "torch": torch.__version__,
     }
     if not args.quick:

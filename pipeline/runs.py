@@ -77,7 +77,7 @@ def _yaml(value: object) -> str:
 
 def check_bf16(cfg: Config) -> None:
     """Refuse `train.bf16: on` before any work when this machine's CPU workers cannot run it
-    (a real probe, `seq2seq.training.bf16_problem`). Checked where the workers are known to be
+    (a real probe, `seq2seq.precision.bf16_problem`). Checked where the workers are known to be
     this machine's CPUs (a local cluster, no GPU); on other workers the same check runs there."""
 
     if cfg.train.bf16 != "on" or from_env("ray.address", cfg.ray.address):
@@ -86,7 +86,7 @@ def check_bf16(cfg: Config) -> None:
 
     if cfg.train.use_gpu == "on" or (cfg.train.use_gpu == "auto" and torch.cuda.is_available()):
         return
-    from seq2seq.training import autocast_enabled
+    from seq2seq.precision import autocast_enabled
 
     autocast_enabled("on", torch.device("cpu"))  # PrecisionError (one line, exit 2) if not
 

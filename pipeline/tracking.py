@@ -42,7 +42,15 @@ from pipeline.ui import epoch_line, info
 RUN_KEY_TAG = "seq2seq.run_key"  # identifies a train run / sweep / trial across restarts
 PARENT_TAG = "mlflow.parentRunId"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-EPOCH_METRICS = ("train_loss", "val_loss", "val_ppl", "val_bleu", "tokens_per_s", "epoch_seconds")
+EPOCH_METRICS = (
+    "train_loss",
+    "val_loss",
+    "val_ppl",
+    "val_bleu",
+    "tokens_per_s",
+    "epoch_seconds",
+    "bf16",  # 1: trained under bf16 autocast (train.bf16, seq2seq.precision), 0: fp32
+)
 NOTE_TAG = "mlflow.note.content"  # the experiment's description (markdown)
 SAVED_VIEW_PREFIX = "mlflow.sharedViewState."  # + view id: a saved runs view (UI "Views")
 RUNS_VIEW_ID = "seq2seq-runs"

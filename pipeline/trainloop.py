@@ -21,12 +21,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import torch
 
 from pipeline.config import Config
+
+if TYPE_CHECKING:
+    from seq2seq.model import Seq2Seq
 
 FAULT_EPOCH_ENV = "SEQ2SEQ_FAULT_AT_EPOCH"
 FAULT_MARKER_ENV = "SEQ2SEQ_FAULT_MARKER"
@@ -126,7 +129,7 @@ class _Worker:
     device: torch.device
     src_vocab: Any
     tgt_vocab: Any
-    model: torch.nn.Module
+    model: Seq2Seq
     optimizer: Any
 
 
@@ -151,15 +154,34 @@ def _worker(config: Mapping[str, Any]) -> _Worker:
     return _Worker(cfg, prepared, rank, world, device, src_vocab, tgt_vocab, model, optimizer)
 
 
+def _precision(w: _Worker) -> bool:
+    """bf16 autocast or fp32 for this run (`seq2seq.precision`, measured at this model and
+    per-rank batch); under DDP every rank trains in one precision: bf16 only where all chose it."""
+    import torch.distributed as dist
+
+    from seq2seq.precision import choose_precision
+
+    batch = max(1, w.cfg.train.batch_size // w.world)
+    choice = choose_precision(w.cfg.train.bf16, w.device, w.model, batch)
+    bf16 = choice.bf16
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        flag = torch.tensor([int(bf16)], device=w.device if w.device.type == "cuda" else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        bf16 = bool(flag.item())
+    if w.rank == 0:
+        print(f"precision: {'bf16 autocast' if bf16 else 'fp32'} ({choice.reason})", flush=True)
+    return bf16
+
+
 def _train_metrics(r: Any, world: int) -> dict[str, Any]:
     """An epoch report's training metrics over all ranks (an all-reduce: every rank calls it)."""
     loss, tokens_per_s = _global_stats(r.train.loss, r.train.tokens, r.train.seconds)
     return {"epoch": r.epoch, "train_loss": loss, "tokens_per_s": tokens_per_s, "world_size": world}
 
 
-def _reporter(w: _Worker) -> Callable[[Any], None]:
+def _reporter(w: _Worker, bf16: bool) -> Callable[[Any], None]:
     """`fit`'s on_epoch: global train metrics on every rank; on rank 0 also the validation
-    metrics (greedy BLEU added to fit's loss) and the epoch's checkpoint."""
+    metrics (greedy BLEU added to fit's loss), the precision (bf16 1/0) and the checkpoint."""
     from pipeline.runs import prepared_meta
     from seq2seq.checkpoint import save_checkpoint
 
@@ -169,7 +191,7 @@ def _reporter(w: _Worker) -> Callable[[Any], None]:
     preprocessing = prepared_meta(w.prepared)
 
     def on_epoch(r: Any) -> None:
-        metrics = _train_metrics(r, w.world)
+        metrics = {**_train_metrics(r, w.world), "bf16": float(bf16)}
         if r.valid is None:
             return _report(metrics, w.rank)
         t0 = time.perf_counter()
@@ -202,9 +224,10 @@ def train_loop_per_worker(config: Mapping[str, Any]) -> None:
     import ray.train.torch
 
     from seq2seq.batching import ParallelCorpus
-    from seq2seq.training import autocast_enabled, fit
+    from seq2seq.training import fit
 
     w = _worker(config)
+    bf16 = _precision(w)
     valid = ParallelCorpus.from_parquet(w.prepared / "valid.parquet") if w.rank == 0 else None
     fit(
         w.model,
@@ -216,9 +239,9 @@ def train_loop_per_worker(config: Mapping[str, Any]) -> None:
         rank=w.rank,
         world_size=w.world,
         device=w.device,
-        autocast=autocast_enabled(w.cfg.train.bf16, w.device),
+        autocast=bf16,
         train_model=ray.train.torch.prepare_model(w.model),  # DDP when world > 1
         eval_batch_size=w.cfg.evaluate.batch_size,
-        on_epoch=_reporter(w),
+        on_epoch=_reporter(w, bf16),
         before_epoch=lambda epoch: _maybe_fault(config.get("fault"), epoch, w.rank, w.world),
     )

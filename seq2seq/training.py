@@ -1,4 +1,5 @@
-"""The training step and epoch: optimiser, lr schedule, teacher forcing, bf16 autocast.
+"""The training step and epoch: optimiser, lr schedule, teacher forcing, bf16 autocast (chosen
+by seq2seq.precision).
 
 Bookkeeping never synchronises with the device inside an epoch: the loss is accumulated on the
 device and read once at the end, token counts come from host-side lengths, and the teacher
@@ -7,7 +8,6 @@ forcing coins are drawn up front on the CPU from a seeded generator.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
@@ -16,8 +16,8 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from seq2seq import precision
 from seq2seq.batching import Batch, ParallelCorpus, iterate_batches
-from seq2seq.errors import PrecisionError
 from seq2seq.metrics import perplexity
 
 Progress = Callable[..., None]  # progress(n=1, total=None, description=None)
@@ -77,74 +77,6 @@ class EpochReport:
     seconds: float  # training + validation
 
 
-BF16_MODES = ("auto", "on", "off")
-
-
-@functools.cache
-def bf16_problem(device: str) -> str | None:
-    """None when a bf16-autocast training step of the model really runs on `device` ("cpu",
-    "cuda", "cuda:1", ...), else the error it raised.
-
-    A real probe, not a CPU-flag guess: a tiny Seq2Seq (packed encoder, teacher-forced and
-    free-running decoder segments, the output layer) runs forward and backward under bf16
-    autocast. oneDNN, which runs the CPU LSTM under bf16, has no bf16 LSTM kernels without
-    AVX-512 (and an `ONEDNN_MAX_CPU_ISA` cap below it hides them even where the CPU has them);
-    it then raises "could not create a primitive descriptor". The global RNG is left as it was.
-    Cached per device for the life of the process.
-    """
-    from seq2seq.model import Seq2Seq
-
-    dev = torch.device(device)
-    try:
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            torch.manual_seed(0)
-            model = Seq2Seq(9, 9, emb_dim=8, hidden_dim=8, num_layers=2, dropout=0.1).to(dev)
-            src = torch.tensor([[4, 5, 6, 7], [5, 6, 0, 0]], device=dev)
-            tgt = torch.tensor([[2, 4, 5, 6, 3], [2, 7, 3, 0, 0]], device=dev)
-            with _autocast(dev, True):
-                loss, _ = model(src, [4, 2], tgt, [5, 3], [True, False, True, True])
-            loss.backward()
-    except (RuntimeError, NotImplementedError, TypeError) as e:
-        text = str(e).strip()
-        first = text.splitlines()[0].split(". ")[0] if text else type(e).__name__
-        return first[:300]
-    return None
-
-
-def _bf16_native(device: torch.device) -> bool:
-    """The hardware computes bf16 itself (bf16 CUDA devices; CPUs with AVX512-BF16 or AMX):
-    elsewhere bf16 is emulated and slower than fp32, so 'auto' keeps fp32 there."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        native = [
-            getattr(torch.cpu, f, None)
-            for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        ]
-        return any(f is not None and f() for f in native)
-    return False
-
-
-def autocast_enabled(mode: str, device: torch.device) -> bool:
-    """Whether to train under bf16 autocast on `device`.
-
-    'off': never. 'auto': where bf16 kernels really run (`bf16_problem`, a probe) and the
-    hardware computes bf16 natively. 'on': always, and a PrecisionError naming the fix where
-    the probe fails (instead of oneDNN's error at the first batch).
-    """
-    if mode not in BF16_MODES:
-        raise ValueError(f"bf16 mode must be auto, on or off, got {mode!r}")
-    if mode == "off":
-        return False
-    problem = bf16_problem(str(device))
-    if mode == "on" and problem is not None:
-        raise PrecisionError(
-            f"bf16 autocast cannot train the LSTM on this {device.type} ({problem})",
-            fix="set train.bf16 to auto (bf16 only where it runs) or off",
-        )
-    return problem is None and (mode == "on" or _bf16_native(device))
-
-
 def make_optimizer(model: nn.Module, spec: OptimSpec) -> torch.optim.Optimizer:
     """Adam or plain SGD (the paper's) over the model's parameters at spec.lr."""
     if spec.optimizer == "adam":
@@ -200,10 +132,6 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
 def _forward(
     model: nn.Module, batch: Batch, tf: Tensor, label_smoothing: float = 0.0
 ) -> tuple[Tensor, int]:
@@ -238,7 +166,7 @@ def train_epoch(
     for batch in batches:
         batch = batch.to(device)
         tf = draw_teacher_forcing(teacher_forcing, batch.tgt.shape[1] - 1, generator)
-        with _autocast(device, autocast):
+        with precision.autocast(device, autocast):
             loss_sum, n = _forward(model, batch, tf, label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         (loss_sum / n).backward()
@@ -268,7 +196,7 @@ def evaluate_loss(model: nn.Module, batches: Iterable[Batch], *, autocast: bool)
         for batch in batches:
             batch = batch.to(device)
             tf = torch.ones(batch.tgt.shape[1] - 1, dtype=torch.bool)
-            with _autocast(device, autocast):
+            with precision.autocast(device, autocast):
                 loss_sum, n = _forward(model, batch, tf)
             total += loss_sum
             tokens += n

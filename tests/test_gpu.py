@@ -23,8 +23,9 @@ from conftest import ROOT
 
 from seq2seq.batching import ParallelCorpus, iterate_batches
 from seq2seq.model import Seq2Seq
+from seq2seq.precision import autocast_enabled, bf16_problem
 from seq2seq.search import translate_ids
-from seq2seq.training import autocast_enabled, bf16_problem, fit, make_generator, train_epoch
+from seq2seq.training import fit, make_generator, train_epoch
 
 NO_CUDA = "no CUDA device (torch.cuda.is_available() is False)"
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
@@ -105,7 +106,7 @@ def test_batched_greedy_and_beam_decoding_on_cuda_match_the_cpu() -> None:
 @cuda
 @pytest.mark.usefixtures("_exact_fp32")
 def test_bf16_autocast_trains_on_cuda() -> None:
-    if not torch.cuda.is_bf16_supported():
+    if not torch.cuda.is_bf16_supported(including_emulation=False):
         pytest.skip(f"{torch.cuda.get_device_name()} computes no bf16")
     cuda = torch.device("cuda")
     assert bf16_problem("cuda") is None

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from seq2seq.batching import ParallelCorpus
 from seq2seq.model import FastDropout, Seq2Seq, _StepPlan
-from seq2seq.training import bf16_problem
+from seq2seq.precision import bf16_problem
 from seq2seq.vocab import PAD
 
 

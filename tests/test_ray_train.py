@@ -51,7 +51,7 @@ def test_train_two_workers_survives_a_fault_and_resumes(tmp_path: Path) -> None:
     # the restart continued at epoch 2 (from epoch 1's checkpoint): one value per epoch
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
     assert sorted(steps) == [1, 2, 3]
-    for key in ("val_loss", "val_ppl", "val_bleu", "tokens_per_s", "epoch_seconds"):
+    for key in ("val_loss", "val_ppl", "val_bleu", "tokens_per_s", "epoch_seconds", "bf16"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 3, key
     ckpts = [p for p in (tmp_path / "ray_results").glob("train-*/checkpoint_*") if p.is_dir()]
     assert len(ckpts) == 3 and all((c / "checkpoint.pt").is_file() for c in ckpts)

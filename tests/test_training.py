@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 
 import pytest
 import torch
 
 from seq2seq.batching import ParallelCorpus, iterate_batches
-from seq2seq.errors import PrecisionError
 from seq2seq.model import Seq2Seq
+from seq2seq.precision import bf16_problem
 from seq2seq.training import (
-    autocast_enabled,
-    bf16_problem,
     draw_teacher_forcing,
     evaluate_loss,
     fit,
@@ -134,58 +129,6 @@ BF16_PROBLEM = bf16_problem("cpu")
 needs_bf16 = pytest.mark.skipif(
     BF16_PROBLEM is not None, reason=f"no bf16 LSTM kernels on this CPU: {BF16_PROBLEM}"
 )
-
-
-def test_autocast_switch_follows_the_probe() -> None:
-    cpu = torch.device("cpu")
-    assert not autocast_enabled("off", cpu)
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    assert autocast_enabled("auto", cpu) == (BF16_PROBLEM is None and native)
-    if BF16_PROBLEM is None:
-        assert autocast_enabled("on", cpu)
-    else:  # the clear error where bf16 is missing (also tested below on every CPU)
-        with pytest.raises(PrecisionError, match="train.bf16"):
-            autocast_enabled("on", cpu)
-    with pytest.raises(ValueError, match="bf16"):
-        autocast_enabled("maybe", cpu)
-
-
-def test_bf16_probe_leaves_the_global_rng_alone() -> None:
-    bf16_problem.cache_clear()
-    torch.manual_seed(7)
-    expected = torch.rand(3)
-    torch.manual_seed(7)
-    bf16_problem("cpu")
-    assert torch.equal(torch.rand(3), expected)
-
-
-PROBE_WITHOUT_BF16 = """
-import torch
-from seq2seq.errors import PrecisionError
-from seq2seq.training import autocast_enabled, bf16_problem
-cpu = torch.device("cpu")
-problem = bf16_problem("cpu")
-assert problem is not None and "primitive descriptor" in problem, problem
-assert autocast_enabled("auto", cpu) is False and autocast_enabled("off", cpu) is False
-try:
-    autocast_enabled("on", cpu)
-except PrecisionError as err:
-    print(err)
-else:
-    raise SystemExit("bf16 'on' did not raise")
-"""
-
-
-def test_without_bf16_kernels_auto_is_fp32_and_on_is_a_clear_error() -> None:
-    """oneDNN capped at AVX2 (`ONEDNN_MAX_CPU_ISA`) has no bf16 LSTM kernels, on any x86 CPU:
-    the state of every CPU without AVX-512, where torch's CPU flags still may say bf16."""
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
-    res = subprocess.run([sys.executable, "-c", PROBE_WITHOUT_BF16], env=env,
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    message = res.stdout.strip()
-    assert message.startswith("bf16 autocast cannot train the LSTM on this cpu")
-    assert "Fix: set train.bf16 to auto" in message and "ONEDNN_VERBOSE" not in message
 
 
 @needs_bf16
