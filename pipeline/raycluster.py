@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -367,6 +368,42 @@ def remove_worker_groups(groups_file: str) -> int:
     return removed
 
 
+def free_orphan_groups(first_seen: dict[str, float], grace_s: float) -> int | None:
+    """Remove this job's worker placement groups that hold resources with no live actor in them
+    (CREATED, resource bundles, no trial-driver token) for at least `grace_s`, as seen by this
+    and earlier calls (`first_seen` carries the first sighting between calls). These are groups
+    no trial will use: one made for a worker group whose start was abandoned leaves no id to
+    record (`remove_worker_groups`), yet holds its CPUs. Other jobs' groups are never touched.
+    Reads Ray's state API (the dashboard, 5 s timeouts). Returns how many were removed, None
+    when the state API did not answer."""
+    import ray
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+    from ray.util.state import list_actors, list_placement_groups
+
+    job, now, removed, held = ray.get_runtime_context().get_job_id(), time.monotonic(), 0, set()
+    try:
+        state: Any = {"detail": True, "timeout": 5, "raise_on_missing_output": False}
+        groups = list_placement_groups(filters=[("state", "=", "CREATED")], **state)
+        for g in groups:
+            resources = [b.get("unit_resources") or {} for b in g.bundles or []]
+            if g.creator_job_id != job or g.name or any(TRIAL_DRIVER in r for r in resources):
+                continue
+            held.add(g.placement_group_id)
+            in_group = ("placement_group_id", "=", g.placement_group_id)
+            if list_actors(filters=[in_group, ("state", "!=", "DEAD")], **state):
+                first_seen.pop(g.placement_group_id, None)
+            elif now - first_seen.setdefault(g.placement_group_id, now) >= grace_s:
+                pg_id = ray.PlacementGroupID(bytes.fromhex(g.placement_group_id))
+                remove_placement_group(PlacementGroup(pg_id))
+                del first_seen[g.placement_group_id]
+                removed += 1
+    except Exception:  # no state API (no dashboard), or it timed out
+        return removed or None
+    for gone in set(first_seen) - held:
+        del first_seen[gone]
+    return removed
+
+
 GROUPS_DIR = ".worker_groups"  # under a sweep's train runs: one file of group ids per trial
 
 
@@ -375,15 +412,28 @@ def groups_file(runs_root: str, trial_id: str) -> str | None:
     return None if "://" in runs_root else f"{runs_root}/{GROUPS_DIR}/{trial_id}"
 
 
+ORPHAN_CHECK_S = 10.0  # the janitor looks for orphan groups this often, and frees one seen so
+# for this long (a live worker group has its actors within a second or two of being placed)
+
+
 def janitor_callback(runs_root: str) -> Any:
-    """A Tune callback that, before each trial starts and when the sweep ends, removes the
-    worker placement groups still held by trials that already ended (`remove_worker_groups`):
-    a sweep never waits for ever on CPUs that a stopped trial's group keeps."""
+    """A Tune callback that frees CPUs nobody uses, so that a sweep never waits on them: before
+    each trial starts and when the sweep ends, the worker placement groups still held by trials
+    that already ended (`remove_worker_groups`); every ORPHAN_CHECK_S while it runs (and, with
+    no grace, at its end), this job's groups with no live actor (`free_orphan_groups`)."""
     from ray.tune import Callback
 
     class FreeEndedTrialsGroups(Callback):
         def __init__(self) -> None:
             self.ended: set[str] = set()
+            self.first_seen: dict[str, float] = {}
+            self.last_check = time.monotonic()
+            self.unanswered = 0
+
+        def on_step_begin(self, iteration: int, trials: list, **_: Any) -> None:
+            due = time.monotonic() - self.last_check >= ORPHAN_CHECK_S
+            if due and self.unanswered < 3:  # no state API here: stop asking (5 s each time)
+                self.free_orphans(ORPHAN_CHECK_S)
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **_: Any) -> None:
             self.ended.add(trial.trial_id)
@@ -396,6 +446,14 @@ def janitor_callback(runs_root: str) -> Any:
 
         def on_experiment_end(self, trials: list, **_: Any) -> None:
             self.free()
+            self.free_orphans(0.0)
+
+        def free_orphans(self, grace_s: float) -> None:
+            n = free_orphan_groups(self.first_seen, grace_s)
+            self.last_check = time.monotonic()
+            self.unanswered = self.unanswered + 1 if n is None else 0
+            if n:
+                info(f"freed {n} placement group(s) that no trial was using")
 
         def free(self) -> None:
             for tid in sorted(self.ended):
