@@ -1,7 +1,8 @@
 """Decoding speed: batched greedy vs one sentence at a time, and batched beam search.
 
 Multi30k de->en (the shared mirror): lower-cased regex words, vocabularies of words seen twice
-in train, source reversed. A model (emb 128, hidden 256, 2 layers) is
+in train, source reversed. A model (emb 128, hidden 256, 2 layers; `--emb 256 --hidden 512`: the
+seeds' size) is
 trained for `--train-epochs` (default 1) with seq2seq.training.fit so that output lengths are
 realistic, then
 the 1,000 test2016 sentences are translated (max length 2 x source + 10):
@@ -17,6 +18,7 @@ ids (batch-mate independence on real data). BLEU is sacreBLEU against the raw re
 
     python benchmarks/decode.py                       # one epoch of training, then decoding
     python benchmarks/decode.py --train-epochs 5 --threads 2
+    python benchmarks/decode.py --emb 256 --hidden 512 --threads 2   # the seeds' model
 
 Threads default to 1: on a shared 2-core machine two torch threads spin against the other
 processes. `--batch-size` counts decoder rows (default 1,000: the whole test set in one greedy
@@ -72,7 +74,7 @@ def vocab_of(sents: list[list[str]], min_freq: int = 2) -> Vocab:
 def train(args: argparse.Namespace, corpus: ParallelCorpus, v_src: int, v_tgt: int):
     """`--train-epochs` epochs through the library's epoch loop (`seq2seq.training.fit`)."""
     torch.manual_seed(0)
-    model = Seq2Seq(v_src, v_tgt, emb_dim=128, hidden_dim=256, num_layers=2, dropout=0.2)
+    model = Seq2Seq(v_src, v_tgt, args.emb, args.hidden, num_layers=2, dropout=0.2)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     spec = SimpleNamespace(epochs=args.train_epochs, batch_size=64, bucket_pool=50,
                            clip_norm=1.0, teacher_forcing=1.0, label_smoothing=0.0, seed=0,
@@ -146,6 +148,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=1000, help="decoder rows per batch")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: see the docstring)")
     p.add_argument("--data", type=Path, default=DATA)
+    p.add_argument("--emb", type=int, default=128, help="embedding size (the seeds' model: 256)")
+    p.add_argument("--hidden", type=int, default=256, help="LSTM size (the seeds' model: 512)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     sv, tv, train_corpus, src, refs, ref_tokens = load(args.data)
@@ -163,6 +167,7 @@ def main() -> None:
         "threads": args.threads,
         "batch_size": args.batch_size,
         "train_epochs": args.train_epochs,
+        "model": {"emb": args.emb, "hidden": args.hidden, "layers": 2},
         "train_seconds": round(stats["seconds"], 1),
         "train_batches": stats["batches"],
         "train_loss": round(stats["loss"], 3),
