@@ -17,6 +17,17 @@ MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
 VENV_BIN = ROOT / ".venv" / "bin"
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors gain nothing from threads; on a busy machine 2 threads cost 40x per step."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _no_ambient_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests must not pick up a developer's mirror, Ray cluster or MLflow server."""

@@ -11,14 +11,7 @@ from seq2seq.model import FastDropout, Seq2Seq, _StepPlan
 from seq2seq.precision import bf16_problem
 from seq2seq.vocab import PAD
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from threads; on a busy machine 2 threads cost 40x per step."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 V_SRC, V_TGT = 23, 19
