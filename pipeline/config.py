@@ -133,7 +133,7 @@ class _Section(BaseModel):
 
 # ----------------------------------------------------------------------------------------- data
 class SampleCorpus(_Section):
-    num_pairs: int = Field(30_000, ge=10, description="pairs to generate (all splits)")
+    num_pairs: int = Field(24_000, ge=10, description="pairs to generate (all splits)")
     seed: int = Field(1234, description="generator seed: same seed, same corpus")
     valid_fraction: float = Field(0.05, gt=0, lt=0.5)
     test_fraction: float = Field(0.05, gt=0, lt=0.5)
@@ -188,7 +188,7 @@ class DataConfig(_Section):
 # ---------------------------------------------------------------------------------------- model
 class ModelConfig(_Section):
     emb_dim: int = Field(128, ge=1)
-    hidden_dim: int = Field(256, ge=1)
+    hidden_dim: int = Field(192, ge=1)
     num_layers: int = Field(1, ge=1, le=8)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
 
@@ -236,27 +236,30 @@ class TrainConfig(_Section):
 
 # ----------------------------------------------------------------------------------------- tune
 DISTRIBUTION_FORMS: Final = (
-    "give exactly one of {choice: [a, b, ...]}, {uniform: [low, high]}, "
+    "give exactly one of {choice: [a, b, ...]}, {grid: [a, b, ...]}, {uniform: [low, high]}, "
     "{loguniform: [low, high]}, {randint: [low, high]}"
 )
 
 
 class Distribution(_Section):
-    """One search-space entry: exactly one of the keys is set."""
+    """One search-space entry: exactly one of the keys is set. `grid` values are not drawn:
+    every one of them is run (times every other grid key's values, times tune.num_samples)."""
 
     choice: list[Any] | None = None
+    grid: list[Any] | None = None
     uniform: tuple[float, float] | None = None
     loguniform: tuple[float, float] | None = None
     randint: tuple[int, int] | None = None  # [low, high), like ray.tune.randint
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Distribution:
-        kinds = ("choice", "uniform", "loguniform", "randint")
+        kinds = ("choice", "grid", "uniform", "loguniform", "randint")
         set_keys = [k for k in kinds if getattr(self, k) is not None]
         if len(set_keys) != 1:
             raise ValueError(f"{DISTRIBUTION_FORMS} (got {set_keys or 'none'})")
-        if self.choice == []:
-            raise ValueError("choice: give at least one value")
+        for k in ("choice", "grid"):
+            if getattr(self, k) == []:
+                raise ValueError(f"{k}: give at least one value")
         for k in ("uniform", "loguniform", "randint"):
             lo_hi = getattr(self, k)
             if lo_hi and not lo_hi[0] < lo_hi[1]:
@@ -269,8 +272,10 @@ class Distribution(_Section):
         """(what, value) pairs that stand for every value this distribution can draw: each
         choice; the bounds (randint's high is exclusive, uniform's high is approached from
         below) and a value in between (a float draw must fit the key's type too)."""
-        if self.choice is not None:
-            return [(f"choice {v!r}", v) for v in self.choice]
+        for k in ("choice", "grid"):
+            values = getattr(self, k)
+            if values is not None:
+                return [(f"{k} {v!r}", v) for v in values]
         if self.randint is not None:
             low, high = self.randint
             return [(f"randint low {low}", low), (f"randint high {high} (exclusive)", high - 1)]
@@ -298,6 +303,7 @@ class TuneConfig(_Section):
     max_concurrent_trials: int = Field(0, ge=0, description="0: as many as the cluster fits")
     grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial may be stopped")
     reduction_factor: int = Field(3, ge=2)
+    scheduler: Literal["asha", "fifo"] = "asha"  # fifo: no early stopping (equal budgets)
     seed: int = 9  # the default 2-sample sweep then compares a 1-layer with a 2-layer model
     export_top: int = Field(
         5, ge=1, description="best checkpoints of this many top trials -> models/top (ensembles)"
@@ -314,6 +320,13 @@ class TuneConfig(_Section):
     @property
     def mode(self) -> Literal["max", "min"]:
         return "max" if self.metric == "val_bleu" else "min"
+
+    @property
+    def trials(self) -> int:
+        """Trials a sweep runs: num_samples times the product of the grid keys' value counts."""
+        return self.num_samples * math.prod(
+            len(d.grid) for d in self.search_space.values() if d.grid is not None
+        )
 
 
 # ------------------------------------------------------------------------------------- evaluate
@@ -405,6 +418,11 @@ def check_output_folder(path: str | Path, key: str) -> None:
         raise UserError(f"{key}: {folder} is the current folder or one above it", fix=fix)
 
 
+# The one data key a trial may change: the prepared source order is flipped back per trial
+# (pipeline.runs.read_split), so reversed and natural order train side by side in one sweep.
+TRIAL_DATA_KEYS: Final = ("data.reverse_source",)
+
+
 class Config(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -430,6 +448,12 @@ class Config(_Section):
                 raise ValueError(
                     f"tune.search_space: {key!r} is not a config key; use a dotted path such as "
                     "model.dropout or train.lr"
+                )
+            if key.startswith(("data.", "paths.")) and key not in TRIAL_DATA_KEYS:
+                raise ValueError(
+                    f"tune.search_space: {key!r} changes the data every trial of a sweep shares "
+                    "(only data.reverse_source can vary per trial); run each value as a DVC "
+                    f"experiment instead: dvc exp run -S {key}=..."
                 )
             for what, value in dist.probes():
                 problem = _probe(base, key, value)

@@ -130,8 +130,8 @@ class Pools(dict):
         return self[classes]
 
 
-# vocabulary -> (nouns per semantic class, verbs per frame, adjectives); 0 keeps them all
-VOCABULARIES = {"small": (6, 6, 15), "full": (0, 0, 0)}
+# vocabulary -> (nouns per semantic class, verbs per frame, adjectives, numerals); 0 keeps all
+VOCABULARIES = {"small": (6, 6, 15, 6), "full": (0, 0, 0, 0)}
 CHAIN = 0.15  # default chance of chaining one more clause (und/aber/denn, subordinators)
 
 
@@ -153,15 +153,15 @@ def _first_per(items: tuple, key, k: int) -> tuple:  # noqa: ANN001 - any attrib
 def _lexicon(vocabulary: str = "small") -> dict:
     """Word lists indexed for fast sampling: pools by semantic class, adjectives by noun.
 
-    `vocabulary` "small" keeps the first 6 nouns of each semantic class, 6 verbs of each frame
-    and 15 adjectives: every content word is seen often, so a small model learns the grammar
-    in minutes; "full" keeps the whole lexicon."""
+    `vocabulary` "small" keeps the first 6 nouns of each semantic class, 6 verbs of each frame,
+    15 adjectives and 6 numerals (zwei..sieben): every content word is seen often, so a small
+    model learns the grammar in minutes; "full" keeps the whole lexicon."""
     if vocabulary not in VOCABULARIES:
         raise DataError(
             f"sample corpus: unknown vocabulary {vocabulary!r}",
             f"use one of {', '.join(VOCABULARIES)}",
         )
-    per_class, per_frame, n_adjs = VOCABULARIES[vocabulary]
+    per_class, per_frame, n_adjs, n_numbers = VOCABULARIES[vocabulary]
     nouns = _first_per(lx.load_nouns(), lambda n: n.classes[0], per_class)
     verbs = _first_per(lx.load_verbs(), lambda v: v.frame, per_frame)
     adjs = lx.load_adjectives()[: n_adjs or None]
@@ -171,6 +171,7 @@ def _lexicon(vocabulary: str = "small") -> dict:
 
     return {
         "pool": Pools(nouns),
+        "numbers": lx.NUMBER_PAIRS[: n_numbers or None],
         "frames": {f: tuple(v for v in verbs if v.frame == f) for f in sorted(set(FRAMES))},
         "adjs": {n: tuple(a for a in adjs if fits(a.classes, n.classes)) for n in nouns},
         "pred": {c: tuple(a for a in adjs if c in a.classes) for c in "PATCFDRYVLSW"},
@@ -277,7 +278,7 @@ class Grammar:
             stem, en = self.pick((("mein", "my"), ("dein", "your"), ("unser", "our")))
             return stem + EIN_END[case][slot], en, MIXED
         if plural and not neg and r < 0.78:
-            de, en = self.pick(lx.NUMBER_PAIRS)  # zwei große Hunde: strong endings
+            de, en = self.pick(self.lex["numbers"])  # zwei große Hunde: strong endings
             return de, en, STRONG
         if plural and not neg and r < 0.84:
             return ("viele", "viele", "vielen", "vieler")[case], "many", STRONG
