@@ -240,6 +240,31 @@ def experiment(
         raise typer.Exit(status)
 
 
+@app.command()
+@_user_errors
+def claim(
+    name: Annotated[str, typer.Argument(help="reversal | depth | teacher-forcing")],
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(help="A profile (profiles/NAME.yaml) applied to params before --set."),
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Runs per arm (train.seed 1..N).", min=1)] = 2,
+    verbose: VerboseOpt = False,
+) -> None:
+    """A paper claim as equal-budget runs (arms x seeds), scored on test: claims/NAME/."""
+    from pipeline.config import parse_override
+    from pipeline.profiles import load_profile
+    from pipeline.stages import claims
+
+    claims.claim(name)  # an unknown claim fails before anything is read
+    cfg = load_config(params)
+    overrides = load_profile(profile) if profile else {}
+    overrides.update(parse_override(o) for o in set_ or [])
+    claims.run(cfg.with_overrides(overrides) if overrides else cfg, name, seeds, verbose)
+
+
 server_app = typer.Typer(
     help="A tracking server for a team: `mlflow server` on PostgreSQL, artifacts in a folder, "
     "both on 127.0.0.1 (pipeline/server.py).",

@@ -109,6 +109,32 @@ def bleu_by_length(buckets: Sequence[dict], out: str | Path, *, title: str = "")
     return _save(fig, Path(out))
 
 
+def bleu_by_length_series(
+    series: dict[str, Sequence[dict]], out: str | Path, *, title: str = ""
+) -> Path:
+    """One line per model (label -> `metrics.bleu_by_length` entries, the same buckets each):
+    BLEU against source-length bucket, as in the paper's Figure 3; empty buckets are gaps."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    labels: list[str] = []
+    for (name, buckets), marker in zip(series.items(), ORDER_MARKERS * 4, strict=False):
+        labels = [str(b["bucket"]) for b in buckets]
+        scores = [float(b["bleu"]) if b.get("bleu") is not None else None for b in buckets]
+        ax.plot(
+            range(len(labels)),
+            [float("nan") if v is None else v for v in scores],
+            marker=marker,
+            label=name,
+        )
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlabel("source length (tokens)")
+    ax.set_ylabel("BLEU")
+    ax.set_title(title or "BLEU by source length")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, Path(out))
+
+
 def bleu_by_length_file(json_path: str | Path, out: str | Path, *, title: str = "") -> Path:
     """`bleu_by_length` from the evaluate stage's `bleu_by_length.json`."""
     return bleu_by_length(json.loads(Path(json_path).read_text()), out, title=title)

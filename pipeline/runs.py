@@ -29,8 +29,8 @@ from mlflow.tracking import MlflowClient
 from pipeline import raycluster, tracking
 from pipeline.config import Config, check_storage_root, from_env
 from pipeline.errors import UserError
+from pipeline.prepared import prepared_meta
 from pipeline.ui import info
-from seq2seq.text import Preprocessing
 
 PREPARED_FILES = ("train.parquet", "valid.parquet", "vocab.src.json", "vocab.tgt.json", "meta.json")
 
@@ -57,18 +57,6 @@ def check_prepared(cfg: Config) -> Path:
                 f"data.{key}={_yaml(made)}",
             )
     return folder
-
-
-def prepared_meta(folder: Path) -> Preprocessing:
-    """The prepared data's meta.json as the Preprocessing every checkpoint stores."""
-    try:
-        raw = json.loads((folder / "meta.json").read_text())
-    except (OSError, ValueError) as err:
-        raise UserError(
-            f"{folder / 'meta.json'} is unreadable ({err})",
-            fix="rebuild the data (`dvc repro reverse`)",
-        ) from None
-    return Preprocessing.from_dict(raw, str(folder / "meta.json"))
 
 
 def _yaml(value: object) -> str:

@@ -323,9 +323,17 @@ def _print_table(rows: list[dict]) -> None:
     console.print(table)
 
 
-def finish(cfg: Config, grid: Any, client: Any, exp_id: str, sweep: str, prepared: Path) -> dict:
-    """Export models/best, write trials.csv, curves and their figure, log the figure and the
-    registered model on the parent run, close it, print a summary."""
+def finish(
+    cfg: Config,
+    grid: Any,
+    client: Any,
+    exp_id: str,
+    sweep: str,
+    prepared: Path,
+    register: bool = True,
+) -> dict:
+    """Export models/best, write trials.csv, curves and their figure, log the figure and (with
+    `register`) the registered model on the parent run, close it, print a summary."""
     rows = trial_rows(cfg, grid, client, exp_id, sweep)
     _write_tables(cfg, grid, rows)
     _print_table(rows)
@@ -338,7 +346,10 @@ def finish(cfg: Config, grid: Any, client: Any, exp_id: str, sweep: str, prepare
         flat = {k: v for k, v in summary.items() if k != "params"}
         tracking.set_tags(client, parent, {"best_trial": summary["trial"]})
         tracking.log_summary(client, parent, flat)
-        version = publish(cfg, client, exp_id, parent, {**summary, "sweep": sweep}, figure)
+        if register:
+            version = publish(cfg, client, exp_id, parent, {**summary, "sweep": sweep}, figure)
+        else:
+            client.log_artifact(parent, str(figure), "figures")
         tracking.close_run(client, parent, ok=True)
     best_dir = Path(cfg.paths.models, "best").resolve()
     info(

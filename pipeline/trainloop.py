@@ -182,13 +182,14 @@ def _train_metrics(r: Any, world: int) -> dict[str, Any]:
 def _reporter(w: _Worker, bf16: bool) -> Callable[[Any], None]:
     """`fit`'s on_epoch: global train metrics on every rank; on rank 0 also the validation
     metrics (greedy BLEU added to fit's loss), the precision (bf16 1/0) and the checkpoint."""
-    from pipeline.runs import prepared_meta
+    from pipeline.prepared import read_frame, run_preprocessing
     from seq2seq.checkpoint import save_checkpoint
 
     if w.rank != 0:  # only rank 0 validates and writes checkpoints
         return lambda r: _report(_train_metrics(r, w.world), w.rank)
-    frame = pl.read_parquet(w.prepared / "valid.parquet", columns=["src_ids", "tgt"])
-    preprocessing = prepared_meta(w.prepared)
+    reverse = w.cfg.data.reverse_source
+    frame = read_frame(w.prepared, "valid", reverse, columns=["src_ids", "tgt"])
+    preprocessing = run_preprocessing(w.prepared, reverse)
 
     def on_epoch(r: Any) -> None:
         metrics = {**_train_metrics(r, w.world), "bf16": float(bf16)}
@@ -223,16 +224,17 @@ def train_loop_per_worker(config: Mapping[str, Any]) -> None:
     validation metrics and the checkpoint."""
     import ray.train.torch
 
-    from seq2seq.batching import ParallelCorpus
+    from pipeline.prepared import read_split
     from seq2seq.training import fit
 
     w = _worker(config)
     bf16 = _precision(w)
-    valid = ParallelCorpus.from_parquet(w.prepared / "valid.parquet") if w.rank == 0 else None
+    reverse = w.cfg.data.reverse_source  # a sweep trial may flip the prepared order
+    valid = read_split(w.prepared, "valid", reverse) if w.rank == 0 else None
     fit(
         w.model,
         w.optimizer,
-        ParallelCorpus.from_parquet(w.prepared / "train.parquet"),
+        read_split(w.prepared, "train", reverse),
         valid,
         w.cfg.train,
         start_epoch=_restore(w.model, w.optimizer),

@@ -115,6 +115,13 @@ class ParallelCorpus:
         corpus._check(str(path))
         return corpus
 
+    def with_reversed_sources(self) -> ParallelCorpus:
+        """The same pairs with every source sentence's token order reversed (vectorised)."""
+        rows = np.repeat(np.arange(len(self)), self.src_lens)
+        pos = np.arange(len(self.src_flat)) - self.src_off[rows]
+        flipped = self.src_flat[self.src_off[rows] + self.src_lens[rows] - 1 - pos]
+        return ParallelCorpus(flipped, self.src_off, self.tgt_flat, self.tgt_off)
+
     def _check(self, where: str) -> None:
         empty = np.flatnonzero(self.src_lens == 0)
         if len(empty):

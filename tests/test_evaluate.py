@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import Config
 from pipeline.errors import UserError
-from pipeline.runs import prepared_meta
+from pipeline.prepared import prepared_meta
 from pipeline.stages import download, evaluate, preprocess
 from seq2seq.batching import ParallelCorpus
 from seq2seq.checkpoint import save_checkpoint

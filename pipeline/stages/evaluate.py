@@ -28,8 +28,9 @@ import torch
 from pipeline import ensembles, figures, ui
 from pipeline.config import Config
 from pipeline.errors import UserError
+from pipeline.prepared import read_frame, read_split
 from pipeline.stages.figures import draw_encoder_pca
-from seq2seq.batching import ParallelCorpus, iterate_batches
+from seq2seq.batching import iterate_batches
 from seq2seq.checkpoint import Checkpoint
 from seq2seq.evaluation import DecodeSpec, translate_texts
 from seq2seq.io import atomic_dir, write_json
@@ -42,7 +43,7 @@ EVAL_FILE, BUCKETS_FILE, SAMPLES_FILE = "eval.json", "bleu_by_length.json", "sam
 BUCKETS_FIGURE = "bleu_by_length.png"
 
 
-def _load_test(cfg: Config, ckpt: Checkpoint) -> tuple[Path, pl.DataFrame]:
+def _load_test(cfg: Config, ckpt: Checkpoint) -> pl.DataFrame:
     prepared = Path(cfg.paths.prepared)
     test_path = prepared / "test.parquet"
     if not test_path.exists():
@@ -54,10 +55,12 @@ def _load_test(cfg: Config, ckpt: Checkpoint) -> tuple[Path, pl.DataFrame]:
                 "so the test ids would mean other words",
                 fix="evaluate on the data the checkpoint was trained on (`dvc repro` reruns both)",
             )
-    frame = pl.read_parquet(test_path, columns=["src", "tgt", "src_ids"])
+    # the checkpoint's source order (a sweep trial may have trained on the other one)
+    reverse = ckpt.preprocessing.reverse_source
+    frame = read_frame(prepared, "test", reverse, columns=["src", "tgt", "src_ids"])
     if frame.height == 0:
         raise UserError(f"{test_path} has no sentences", fix="check the corpus and clean report")
-    return test_path, frame
+    return frame
 
 
 def _member_paths(cfg: Config, checkpoint: Path | None, ckpt_dir: Path) -> list[Path]:
@@ -103,8 +106,18 @@ def _score(cfg: Config, ckpt: Checkpoint, model, frame: pl.DataFrame, device) ->
     }
 
 
-def _test_loss(cfg: Config, model, test_path: Path, device) -> float:
-    corpus = ParallelCorpus.from_parquet(test_path)
+def score_test(cfg: Config, ckpt: Checkpoint, model, device) -> dict[str, Any]:
+    """The test split (sources in the checkpoint's order) decoded greedily and with beam search
+    and scored: `hyps`, `refs`, `bleu` (sacreBLEU results by search), `chrf`, `by_length`
+    (beam), plus the test `frame` and the teacher-forced `loss`."""
+    frame = _load_test(cfg, ckpt)
+    scores = _score(cfg, ckpt, model, frame, device)
+    return {**scores, "frame": frame, "loss": _test_loss(cfg, ckpt, model, device)}
+
+
+def _test_loss(cfg: Config, ckpt: Checkpoint, model, device) -> float:
+    """Teacher-forced loss on the test split (sources in the checkpoint's order)."""
+    corpus = read_split(Path(cfg.paths.prepared), "test", ckpt.preprocessing.reverse_source)
     batches = iterate_batches(
         corpus, cfg.evaluate.batch_size, shuffle=False, seed=0, epoch=0, device=device
     )
@@ -120,12 +133,12 @@ def run(cfg: Config, checkpoint: Path | None = None, verbose: bool = False) -> d
     ckpt_dir = Path(checkpoint) if checkpoint else Path(cfg.paths.models) / "best"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ckpt, model = ensembles.load(_member_paths(cfg, checkpoint, ckpt_dir), device)
-    test_path, frame = _load_test(cfg, ckpt)
+    _load_test(cfg, ckpt)  # missing or mismatched test data fails before anything else
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     tracking.client_for(cfg)  # a bad tracking store fails now, not after scoring
     t0 = time.perf_counter()
-    scores = _score(cfg, ckpt, model, frame, device)
-    loss = _test_loss(cfg, model, test_path, device)
+    scores = score_test(cfg, ckpt, model, device)
+    frame, loss = scores["frame"], scores["loss"]
     origin = _evaluated_run(ckpt_dir)
     bleu, (chrf, chrf_sig) = scores["bleu"], scores["chrf"]
     metrics = {

@@ -47,6 +47,8 @@ def search_space(cfg: Config) -> dict[str, Any]:
     for key, dist in cfg.tune.search_space.items():
         if dist.choice is not None:
             space[key] = tune.choice(list(dist.choice))
+        elif dist.grid is not None:
+            space[key] = tune.grid_search(list(dist.grid))
         elif dist.uniform is not None:
             space[key] = tune.uniform(*dist.uniform)
         elif dist.loguniform is not None:
@@ -106,14 +108,18 @@ def _sweep_path(cfg: Config, prepared: Path, resume: bool) -> tuple[str, str]:
 
 def _tuner(cfg: Config, trainable: Any, root: str, name: str, callback: Any, n: int) -> Any:
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    scheduler = ASHAScheduler(
-        time_attr="epoch",
-        max_t=cfg.train.epochs + 1,
-        grace_period=cfg.tune.grace_period,
-        reduction_factor=cfg.tune.reduction_factor,
+    scheduler = (
+        FIFOScheduler()
+        if cfg.tune.scheduler == "fifo"
+        else ASHAScheduler(
+            time_attr="epoch",
+            max_t=cfg.train.epochs + 1,
+            grace_period=cfg.tune.grace_period,
+            reduction_factor=cfg.tune.reduction_factor,
+        )
     )
     tune_config = tune.TuneConfig(
         metric=cfg.tune.metric,
@@ -196,8 +202,11 @@ def _close_open_runs(s: runs.Session, name: str, err: BaseException) -> None:
     tracking.close_run(s.client, parent, ok=False, killed=killed)
 
 
-def run(cfg: Config, resume: bool = False, verbose: bool = False) -> dict[str, Any]:
-    """Run (or resume) the sweep, export the best checkpoint, write the trials table/curves."""
+def run(
+    cfg: Config, resume: bool = False, verbose: bool = False, register: bool = True
+) -> dict[str, Any]:
+    """Run (or resume) the sweep, export the best checkpoint, write the trials table/curves;
+    `register`: the best model becomes a registered model version (not for `pipeline claim`)."""
     check_output_folder(cfg.paths.models, "paths.models")
     with runs.session(cfg, verbose) as s:
         from ray import tune
@@ -224,7 +233,7 @@ def run(cfg: Config, resume: bool = False, verbose: bool = False) -> dict[str, A
                 driver,
             )
             info(
-                f"sweep {name}: {cfg.tune.num_samples} trials, {n} at a time, "
+                f"sweep {name}: {cfg.tune.trials} trials, {n} at a time, "
                 f"{cfg.train.num_workers} {'GPU' if s.gpu else 'CPU'} worker(s) each"
                 + (" (resumed)" if resume else "")
             )
@@ -242,7 +251,10 @@ def run(cfg: Config, resume: bool = False, verbose: bool = False) -> dict[str, A
             _tracking_caught_up(s, cfg, callback)
             _check_complete(f"{root}/{name}", name)
             trials = sweeps.outcomes(cfg, grid, s.client, s.experiment_id, name, train_runs)
-            return sweeps.finish(cfg, trials, s.client, s.experiment_id, name, s.prepared)
+            return {
+                **sweeps.finish(cfg, trials, s.client, s.experiment_id, name, s.prepared, register),
+                "sweep": name,
+            }
         except BaseException as err:  # interrupted or failed: the runs say so
             _close_runs(s, name, err)
             raise
