@@ -117,7 +117,7 @@ def bleu_by_length_series(
     fig, ax = plt.subplots(figsize=(7, 4))
     labels: list[str] = []
     for (name, buckets), marker in zip(series.items(), ORDER_MARKERS * 4, strict=False):
-        labels = [str(b["bucket"]) for b in buckets]
+        labels = [f"{b['bucket']}\nn={b.get('n', 0)}" for b in buckets]  # sentences per bucket
         scores = [float(b["bleu"]) if b.get("bleu") is not None else None for b in buckets]
         ax.plot(
             range(len(labels)),

@@ -72,6 +72,30 @@ def test_bleu_by_length_png(tmp_path: Path, empty_last: bool) -> None:
     assert _size(a)[0] == 700
 
 
+def test_bleu_by_length_series_one_line_per_model(tmp_path: Path, monkeypatch) -> None:
+    seen: dict = {}
+    real = figures._save
+
+    def spy(fig, out):  # noqa: ANN001, ANN202 - matplotlib figure
+        ax = fig.axes[0]
+        seen["legend"] = [t.get_text() for t in ax.get_legend().get_texts()]
+        seen["ticks"] = [t.get_text() for t in ax.get_xticklabels()]
+        seen["lines"] = [list(line.get_ydata()) for line in ax.get_lines()]
+        return real(fig, out)
+
+    monkeypatch.setattr(figures, "_save", spy)
+    reversed_ = [{"bucket": "1-10", "n": 40, "bleu": 30.0}, {"bucket": "11+", "n": 0, "bleu": None}]
+    natural = [{"bucket": "1-10", "n": 40, "bleu": 25.0}, {"bucket": "11+", "n": 0, "bleu": None}]
+    out = figures.bleu_by_length_series(
+        {"reversed": reversed_, "natural": natural}, tmp_path / "f.png", title="t"
+    )
+    assert out.read_bytes().startswith(PNG)
+    assert seen["legend"] == ["reversed", "natural"]
+    assert seen["ticks"] == ["1-10\nn=40", "11+\nn=0"]  # each bucket's sentence count
+    assert seen["lines"][0][0] == 30.0 and seen["lines"][1][0] == 25.0
+    assert all(line[1] != line[1] for line in seen["lines"])  # an empty bucket is a gap (NaN)
+
+
 # ------------------------------------------------------------------------ Figure 2 (encoder PCA)
 def _spy_on_save(monkeypatch: pytest.MonkeyPatch) -> dict:
     """Record the texts and legend entries of the next figure saved."""
