@@ -419,7 +419,7 @@ def check_output_folder(path: str | Path, key: str) -> None:
 
 
 # The one data key a trial may change: the prepared source order is flipped back per trial
-# (pipeline.runs.read_split), so reversed and natural order train side by side in one sweep.
+# (pipeline.prepared.read_split), so reversed and natural order train side by side in one sweep.
 TRIAL_DATA_KEYS: Final = ("data.reverse_source",)
 
 

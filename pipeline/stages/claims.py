@@ -10,7 +10,7 @@ Ray Tune sweep (`pipeline.stages.tune`):
 - `tune.scheduler: fifo`: no early stopping, every run trains `train.epochs` epochs (the equal
   budget), as many at a time as the cluster fits;
 - the reversal arms share one prepared data folder: a natural-order trial reverses the prepared
-  sources back (`pipeline.runs.read_split`), so `dvc repro reverse` once is enough.
+  sources back (`pipeline.prepared.read_split`), so `dvc repro reverse` once is enough.
 
 MLflow: the experiment `<experiment>-claims` holds one parent run per claim sweep (tag
 `claim`) with a child run per arm and seed (tags `claim`, `arm`); select the children and
@@ -76,7 +76,7 @@ def claim(name: str) -> Claim:
 
 def claim_config(cfg: Config, name: str, seeds: int) -> Config:
     """The sweep's config: the base with a grid of arms x seeds, FIFO, its own outputs and
-    MLflow experiment; every run is exported (models/claims/NAME/top) to be scored."""
+    MLflow experiment; every run is exported (claims/NAME/models/top) to be scored."""
     c = claim(name)
     if seeds < 1:
         raise UserError(f"--seeds is {seeds}", fix="give at least 1 (2 or more to see the spread)")
@@ -110,7 +110,7 @@ def run(cfg: Config, name: str, seeds: int = 2, verbose: bool = False) -> dict[s
     sweep = tune.run(ccfg, verbose=verbose, register=False)
     minutes = (time.perf_counter() - t0) / 60
     client = tracking.client_for(ccfg)
-    rows = _score_runs(ccfg, c, client)
+    rows = _score_runs(ccfg, name, client)
     summary = summarise(c, rows)
     summary.update(claim=name, what=c.what, seeds=seeds, sweep=sweep["sweep"])
     summary.update(epochs=ccfg.train.epochs, sweep_minutes=round(minutes, 1))
@@ -129,8 +129,9 @@ def run(cfg: Config, name: str, seeds: int = 2, verbose: bool = False) -> dict[s
     return summary
 
 
-def _score_runs(cfg: Config, c: Claim, client: Any) -> list[dict[str, Any]]:
+def _score_runs(cfg: Config, name: str, client: Any) -> list[dict[str, Any]]:
     """Each exported run's best checkpoint on the test split, logged to its MLflow child run."""
+    c = claim(name)
     import polars as pl
 
     from pipeline.stages.evaluate import score_test
@@ -164,20 +165,20 @@ def _score_runs(cfg: Config, c: Claim, client: Any) -> list[dict[str, Any]]:
             f"(greedy {row['test_bleu_greedy']:.2f}), ppl {row['test_ppl']:.2f}"
         )
         if row["mlflow_run_id"]:
-            _log_child(client, row, c)
+            _log_child(client, row, name)
         rows.append(row)
     order = {c.label(v): i for i, v in enumerate(c.arms)}
     return sorted(rows, key=lambda r: (order[r["arm"]], r["seed"]))
 
 
-def _log_child(client: Any, row: dict[str, Any], c: Claim) -> None:
+def _log_child(client: Any, row: dict[str, Any], name: str) -> None:
     run_id = row["mlflow_run_id"]
     for key in ("test_bleu", "test_bleu_greedy", "test_chrf", "test_ppl"):
         client.log_metric(run_id, key, float(row[key]))
     for bucket in row["by_length"]:
         if bucket.get("bleu") is not None:
             client.log_metric(run_id, f"test_bleu_len_{bucket['bucket']}", float(bucket["bleu"]))
-    tracking.set_tags(client, run_id, {"claim_key": c.key, "arm": row["arm"]})
+    tracking.set_tags(client, run_id, {"claim": name, "arm": row["arm"]})
 
 
 def _log_parent(client: Any, rows: list[dict], name: str, out: Path) -> None:
@@ -188,8 +189,6 @@ def _log_parent(client: Any, rows: list[dict], name: str, out: Path) -> None:
     if not parent:
         return
     tracking.set_tags(client, parent, {"claim": name})
-    for row in rows:
-        tracking.set_tags(client, row["mlflow_run_id"], {"claim": name})
     for file in ("summary.json", "summary.md", "runs.json", figures.BLEU_BY_LENGTH_FILE):
         client.log_artifact(parent, str(out / file), "claim")
 

@@ -106,11 +106,14 @@ def _score(cfg: Config, ckpt: Checkpoint, model, frame: pl.DataFrame, device) ->
     }
 
 
-def score_test(cfg: Config, ckpt: Checkpoint, model, device) -> dict[str, Any]:
-    """The test split (sources in the checkpoint's order) decoded greedily and with beam search
-    and scored: `hyps`, `refs`, `bleu` (sacreBLEU results by search), `chrf`, `by_length`
-    (beam), plus the test `frame` and the teacher-forced `loss`."""
-    frame = _load_test(cfg, ckpt)
+def score_test(
+    cfg: Config, ckpt: Checkpoint, model, device, frame: pl.DataFrame | None = None
+) -> dict[str, Any]:
+    """The test split (sources in the checkpoint's order; `frame` when already loaded by
+    `_load_test`) decoded greedily and with beam search and scored: `hyps`, `refs`, `bleu`
+    (sacreBLEU results by search), `chrf`, `by_length` (beam), plus the test `frame` and the
+    teacher-forced `loss`."""
+    frame = _load_test(cfg, ckpt) if frame is None else frame
     scores = _score(cfg, ckpt, model, frame, device)
     return {**scores, "frame": frame, "loss": _test_loss(cfg, ckpt, model, device)}
 
@@ -133,12 +136,12 @@ def run(cfg: Config, checkpoint: Path | None = None, verbose: bool = False) -> d
     ckpt_dir = Path(checkpoint) if checkpoint else Path(cfg.paths.models) / "best"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ckpt, model = ensembles.load(_member_paths(cfg, checkpoint, ckpt_dir), device)
-    _load_test(cfg, ckpt)  # missing or mismatched test data fails before anything else
+    frame = _load_test(cfg, ckpt)  # missing or mismatched test data fails before MLflow
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     tracking.client_for(cfg)  # a bad tracking store fails now, not after scoring
     t0 = time.perf_counter()
-    scores = score_test(cfg, ckpt, model, device)
-    frame, loss = scores["frame"], scores["loss"]
+    scores = score_test(cfg, ckpt, model, device, frame)
+    loss = scores["loss"]
     origin = _evaluated_run(ckpt_dir)
     bleu, (chrf, chrf_sig) = scores["bleu"], scores["chrf"]
     metrics = {
