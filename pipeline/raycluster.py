@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -380,17 +380,12 @@ def free_orphan_groups(first_seen: dict[str, float], grace_s: float) -> int | No
     from ray.util.placement_group import PlacementGroup, remove_placement_group
     from ray.util.state import list_actors, list_placement_groups
 
-    job, now, removed, held = ray.get_runtime_context().get_job_id(), time.monotonic(), 0, set()
+    now, removed, held = time.monotonic(), 0, set()
     try:
-        state: Any = {"detail": True, "timeout": 5, "raise_on_missing_output": False}
-        groups = list_placement_groups(filters=[("state", "=", "CREATED")], **state)
-        for g in groups:
-            resources = [b.get("unit_resources") or {} for b in g.bundles or []]
-            if g.creator_job_id != job or g.name or any(TRIAL_DRIVER in r for r in resources):
-                continue
+        for g in _worker_groups(list_placement_groups):
             held.add(g.placement_group_id)
             in_group = ("placement_group_id", "=", g.placement_group_id)
-            if list_actors(filters=[in_group, ("state", "!=", "DEAD")], **state):
+            if list_actors(filters=[in_group, ("state", "!=", "DEAD")], **STATE_API):
                 first_seen.pop(g.placement_group_id, None)
             elif now - first_seen.setdefault(g.placement_group_id, now) >= grace_s:
                 pg_id = ray.PlacementGroupID(bytes.fromhex(g.placement_group_id))
@@ -404,6 +399,36 @@ def free_orphan_groups(first_seen: dict[str, float], grace_s: float) -> int | No
     return removed
 
 
+STATE_API: Any = {"detail": True, "timeout": 5, "raise_on_missing_output": False}
+
+
+def _worker_groups(list_placement_groups: Callable[..., list]) -> list:
+    """This job's CREATED placement groups that hold resources for workers: unnamed, and not a
+    trial driver's token group (Ray's state API; raises when it does not answer)."""
+    import ray
+
+    job = ray.get_runtime_context().get_job_id()
+    groups = list_placement_groups(filters=[("state", "=", "CREATED")], **STATE_API)
+    return [
+        g
+        for g in groups
+        if g.creator_job_id == job
+        and not g.name
+        and not any(TRIAL_DRIVER in (b.get("unit_resources") or {}) for b in g.bundles or [])
+    ]
+
+
+def held_worker_groups() -> int | None:
+    """How many of this job's worker placement groups are still held; None when the state API
+    does not answer."""
+    from ray.util.state import list_placement_groups
+
+    try:
+        return len(_worker_groups(list_placement_groups))
+    except Exception:  # no state API (no dashboard), or it timed out
+        return None
+
+
 GROUPS_DIR = ".worker_groups"  # under a sweep's train runs: one file of group ids per trial
 
 
@@ -414,6 +439,9 @@ def groups_file(runs_root: str, trial_id: str) -> str | None:
 
 ORPHAN_CHECK_S = 10.0  # the janitor looks for orphan groups this often, and frees one seen so
 # for this long (a live worker group has its actors within a second or two of being placed)
+
+
+END_SETTLE_S = 30.0  # at a sweep's end, how long the janitor waits for ended trials' groups
 
 
 def janitor_callback(runs_root: str) -> Any:
@@ -445,8 +473,16 @@ def janitor_callback(runs_root: str) -> Any:
             self.free()
 
         def on_experiment_end(self, trials: list, **_: Any) -> None:
-            self.free()
-            self.free_orphans(0.0)
+            """Trials stopped at the end may still be tearing their worker groups down: free
+            what they leave until none is held, for at most END_SETTLE_S."""
+            deadline = time.monotonic() + END_SETTLE_S
+            while True:
+                self.free()
+                self.free_orphans(0.0)
+                held = held_worker_groups()
+                if not held or time.monotonic() >= deadline:
+                    return
+                time.sleep(1.0)
 
         def free_orphans(self, grace_s: float) -> None:
             n = free_orphan_groups(self.first_seen, grace_s)

@@ -176,6 +176,58 @@ def test_a_replayed_epoch_writes_the_same_rows_once(tmp_path: Path) -> None:
     assert [(m.step, m.value, m.timestamp) for m in history] == [(1, 2.5, 1_700_000_000_000)]
 
 
+class Flaky:
+    """A real (SQLite) MLflow client that raises MLflow's real connection error while down."""
+
+    def __init__(self, client: MlflowClient, error: BaseException) -> None:
+        self.client, self.error, self.up = client, error, True
+        self.tracking_uri = "http://srv"
+
+    def __getattr__(self, name: str) -> object:
+        method = getattr(self.client, name)
+
+        def call(*args: object, **kwargs: object) -> object:
+            if not self.up:
+                raise self.error
+            return method(*args, **kwargs)
+
+        return call
+
+
+def test_pipeline_train_catches_up_and_closes_through_an_outage(
+    tmp_path: Path, refused: MlflowException, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pipeline train`'s driver: a server lost before its catch-up (the run just opened) or
+    before it closes the run is waited for; every epoch lands once, then FINISHED."""
+    from pipeline import sweeps
+    from pipeline.config import load_config
+    from pipeline.stages import train
+
+    real = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = real.create_run(real.create_experiment("x")).info.run_id
+    on_disk = [{"epoch": 1, "val_loss": 3.0}, {"epoch": 2, "val_loss": 2.0}]
+    monkeypatch.setattr(sweeps, "train_record", lambda run_dir: on_disk)
+    cfg = load_config(Path(__file__).parents[1] / "params.yaml", ["train.epochs=3"])
+    client = Flaky(real, refused)
+    report = train._Reporter(client, cfg, run_id)
+    clock = Clock()
+    report.buffer.clock, report.buffer.sleep = clock, clock.sleep
+    client.up = False
+    report.catch_up("runs/x")  # kept, no error
+    report({"epoch": 3, "val_loss": 1.0})
+    assert len(report.buffer.pending) == 2
+
+    def back_after_a_while(s: float) -> None:
+        clock.sleep(s)
+        client.up = clock.now > 130
+
+    report.buffer.sleep = back_after_a_while
+    report.close()
+    history = real.get_metric_history(run_id, "val_loss")
+    assert sorted((m.step, m.value) for m in history) == [(1, 3.0), (2, 2.0), (3, 1.0)]
+    assert real.get_run(run_id).info.status == "FINISHED"
+
+
 # ------------------------------------------------------------------ end to end (slow)
 class MlflowServer:
     """A real `mlflow server` (SQLite store) on 127.0.0.1 that can be stopped and started again

@@ -75,11 +75,22 @@ class _Reporter:
         self.buffer = outage.Buffer(client.tracking_uri, cfg.mlflow.retry_for_s, next_step=fix)
 
     def catch_up(self, run_dir: str) -> None:
-        """Log the checkpointed epochs the run lacks (a driver lost before it logged them)."""
+        """Log the checkpointed epochs the run lacks (a driver lost before it logged them), as
+        the first buffered write: a server lost already is waited for like any other write."""
         from pipeline.sweeps import train_record
 
-        logged = tracking.logged_steps(self.client, self.run_id)
-        tracking.backfill(self.client, self.run_id, train_record(run_dir), logged)
+        record = train_record(run_dir)  # what is on disk now; later epochs are reported
+
+        def backfill() -> None:
+            logged = tracking.logged_steps(self.client, self.run_id)
+            tracking.backfill(self.client, self.run_id, record, logged)
+
+        self.buffer.submit("catch up on checkpointed epochs", backfill)
+
+    def close(self) -> None:
+        """Close the run FINISHED once every write before it is sent (waits out an outage)."""
+        self.buffer.submit("close run", lambda: tracking.close_run(self.client, self.run_id, True))
+        self.buffer.drain()
 
     def __call__(self, metrics: dict) -> None:
         if raycluster.WORKER_NODES in metrics:  # the worker group (re)started
@@ -144,12 +155,11 @@ def run(cfg: Config, verbose: bool = False, fresh: bool = False) -> dict[str, An
                 placement_sink=q,
             )
             result = _fit_streaming(trainer, q, report)
-            report.buffer.drain()
+            report.close()
         except BaseException:
             _close_failed(s.client, run_id)
             raise
     final = dict(result.metrics or {})
-    tracking.close_run(s.client, run_id, ok=True)
     info(epoch_line(final, cfg.train.epochs, prefix="done: "))
     info(f"checkpoint: {result.checkpoint.path if result.checkpoint else '-'}")
     info(f"MLflow run {run_id}; {tracking.ui_hint(s.client, s.experiment_id)}")
