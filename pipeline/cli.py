@@ -251,6 +251,12 @@ def claim(
         typer.Option(help="A profile (profiles/NAME.yaml) applied to params before --set."),
     ] = None,
     seeds: Annotated[int, typer.Option(help="Runs per arm (train.seed 1..N).", min=1)] = 2,
+    rescore: Annotated[
+        bool,
+        typer.Option(
+            "--rescore", help="Score the runs an earlier `pipeline claim NAME` trained again."
+        ),
+    ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """A paper claim as equal-budget runs (arms x seeds), scored on test: claims/NAME/."""
@@ -262,7 +268,8 @@ def claim(
     cfg = load_config(params)
     overrides = load_profile(profile) if profile else {}
     overrides.update(parse_override(o) for o in set_ or [])
-    claims.run(cfg.with_overrides(overrides) if overrides else cfg, name, seeds, verbose)
+    cfg = cfg.with_overrides(overrides) if overrides else cfg
+    claims.run(cfg, name, seeds, verbose, rescore=rescore)
 
 
 server_app = typer.Typer(

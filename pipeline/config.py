@@ -344,6 +344,9 @@ class EvaluateConfig(_Section):
     batch_size: int = Field(defaults.DEFAULT_BATCH_ROWS, ge=1)
     num_examples: int = Field(20, ge=0)
     length_buckets: list[int] = Field(default_factory=lambda: [10, 20, 30, 40])
+    rank_bins: int = Field(
+        5, ge=1, description="BLEU by average word-frequency rank: groups of equal size"
+    )
     ensemble: int = Field(
         1, ge=1, description="decode with the sweep's top-K checkpoints (models/top/1..K)"
     )

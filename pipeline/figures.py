@@ -1,8 +1,9 @@
-"""Figures for DVC and MLflow: the sweep's learning curves and BLEU by source length (PNG).
+"""Figures for DVC and MLflow: the sweep's learning curves, BLEU by source length and by average
+word-frequency rank (PNG).
 
 Matplotlib with the Agg backend and no timestamp or version in the file, so the same inputs give
 the same bytes (DVC sees no change when nothing changed). Each function reads the stage output it
-draws (`models/curves/*.csv`, `metrics/bleu_by_length.json`) and writes one PNG atomically.
+draws (`models/curves/*.csv`, `metrics/bleu_by_length.json`, ...) and writes one PNG atomically.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -22,6 +24,8 @@ from seq2seq.io import atomic_file  # noqa: E402
 
 LEARNING_CURVES_FILE = "learning_curves.png"
 BLEU_BY_LENGTH_FILE = "bleu_by_length.png"
+BLEU_BY_RANK_FILE = "bleu_by_rank.png"
+FIGURE3_FILE = "figure3.png"  # a claim's arms by length and by rank, side by side
 CURVE_METRICS = (("val_bleu", "validation BLEU"), ("val_loss", "validation loss"))
 DPI = 100
 
@@ -88,9 +92,16 @@ def learning_curves(
     return _save(fig, Path(out))
 
 
-def bleu_by_length(buckets: Sequence[dict], out: str | Path, *, title: str = "") -> Path:
-    """Horizontal bars: BLEU per source-length bucket (`metrics.bleu_by_length` entries), the
-    sentence count beside each bar; empty buckets say so."""
+LENGTH_AXIS = "source length (tokens)"
+RANK_AXIS = "average word-frequency rank of the source (commonest first)"
+
+
+def bleu_by_length(
+    buckets: Sequence[dict], out: str | Path, *, title: str = "", axis: str = LENGTH_AXIS
+) -> Path:
+    """Horizontal bars: BLEU per source-length bucket (`metrics.bleu_by_length` entries, or
+    `metrics.bleu_by_rank` ones with `axis=RANK_AXIS`), the sentence count beside each bar;
+    empty buckets say so."""
     labels = [str(b["bucket"]) for b in buckets]
     scores = [float(b["bleu"]) if b.get("bleu") is not None else 0.0 for b in buckets]
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.5 * max(len(buckets), 1)))
@@ -100,10 +111,10 @@ def bleu_by_length(buckets: Sequence[dict], out: str | Path, *, title: str = "")
         note = f"n={b.get('n', 0)}" if b.get("bleu") is not None else "no sentences"
         ax.text(scores[i] + top * 0.01, i, note, va="center", fontsize="small")
     ax.set_xlim(0, top * 1.2)
-    ax.invert_yaxis()  # shortest sources on top, as in the table
+    ax.invert_yaxis()  # shortest sources (commonest words) on top, as in the table
     ax.set_xlabel("BLEU")
-    ax.set_ylabel("source length (tokens)")
-    ax.set_title(title or "BLEU by source length")
+    ax.set_ylabel(axis)
+    ax.set_title(title or f"BLEU by {axis}")
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
     return _save(fig, Path(out))
@@ -115,6 +126,33 @@ def bleu_by_length_series(
     """One line per model (label -> `metrics.bleu_by_length` entries, the same buckets each):
     BLEU against source-length bucket, as in the paper's Figure 3; empty buckets are gaps."""
     fig, ax = plt.subplots(figsize=(7, 4))
+    _series(ax, series, LENGTH_AXIS)
+    ax.set_title(title or "BLEU by source length")
+    fig.tight_layout()
+    return _save(fig, Path(out))
+
+
+def figure3(
+    by_length: dict[str, Sequence[dict]],
+    by_rank: dict[str, Sequence[dict]],
+    out: str | Path,
+    *,
+    title: str = "",
+) -> Path:
+    """The paper's Figure 3 in one image: BLEU by source length (left) and by average
+    word-frequency rank (right, `metrics.bleu_by_rank`), one line per model in each."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
+    _series(left, by_length, LENGTH_AXIS)
+    left.set_title("by source length")
+    _series(right, by_rank, RANK_AXIS)
+    right.set_title("by average word-frequency rank")
+    fig.suptitle(title or "test BLEU (the paper's Figure 3)")
+    fig.tight_layout()
+    return _save(fig, Path(out))
+
+
+def _series(ax: Any, series: dict[str, Sequence[dict]], axis: str) -> None:
+    """One line per model on `ax`, the buckets' labels and sentence counts on the x axis."""
     labels: list[str] = []
     for (name, buckets), marker in zip(series.items(), ORDER_MARKERS * 4, strict=False):
         labels = [f"{b['bucket']}\nn={b.get('n', 0)}" for b in buckets]  # sentences per bucket
@@ -126,18 +164,19 @@ def bleu_by_length_series(
             label=name,
         )
     ax.set_xticks(range(len(labels)), labels)
-    ax.set_xlabel("source length (tokens)")
+    ax.set_xlabel(axis)
     ax.set_ylabel("BLEU")
-    ax.set_title(title or "BLEU by source length")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    return _save(fig, Path(out))
 
 
-def bleu_by_length_file(json_path: str | Path, out: str | Path, *, title: str = "") -> Path:
-    """`bleu_by_length` from the evaluate stage's `bleu_by_length.json`."""
-    return bleu_by_length(json.loads(Path(json_path).read_text()), out, title=title)
+def bleu_by_length_file(
+    json_path: str | Path, out: str | Path, *, title: str = "", axis: str = LENGTH_AXIS
+) -> Path:
+    """`bleu_by_length` from the evaluate stage's `bleu_by_length.json` (or, with
+    `axis=RANK_AXIS`, its `bleu_by_rank.json`)."""
+    buckets = json.loads(Path(json_path).read_text())
+    return bleu_by_length(buckets, out, title=title, axis=axis)
 
 
 ENCODER_PCA_FILE = "encoder_pca.png"

@@ -99,6 +99,56 @@ def bleu_by_length(
     return out
 
 
+def mean_frequency_ranks(src_ids: Sequence[Sequence[int]], vocab_size: int) -> list[float]:
+    """Each source's average word-frequency rank (the paper's Figure 3, right): a vocabulary
+    lists its words by training count, most frequent first, after the 4 specials, so id 4 is
+    rank 1; an unknown word ranks after every known one (vocab_size - 3); padding, start and
+    end markers are not words. A source with no word gets 0."""
+    from seq2seq.vocab import SPECIALS, UNK
+
+    rare = vocab_size - len(SPECIALS) + 1
+    out = []
+    for ids in src_ids:
+        ranks = [
+            rare if i == UNK else i - len(SPECIALS) + 1
+            for i in ids
+            if i >= len(SPECIALS) or i == UNK
+        ]
+        out.append(sum(ranks) / len(ranks) if ranks else 0.0)
+    return out
+
+
+def bleu_by_rank(
+    hyps: Sequence[str],
+    refs: Sequence[str],
+    mean_ranks: Sequence[float],
+    bins: int,
+    *,
+    lowercase: bool = True,
+) -> list[dict]:
+    """BLEU of the test sentences sorted by average word-frequency rank (`mean_frequency_ranks`),
+    in `bins` groups of (nearly) equal size, commonest words first: the paper's Figure 3, right.
+    Ties keep the test order, so two models scored on the same sources get the same groups. Each
+    entry: {"bucket" (its ranks, e.g. "12-35"), "lo", "hi" (its lowest and highest average
+    rank), "n", "bleu"}; fewer groups than `bins` when there are fewer sentences."""
+    if len(mean_ranks) != len(hyps):
+        raise ValueError(f"{len(hyps)} hypotheses but {len(mean_ranks)} average ranks")
+    if bins < 1:
+        raise ValueError(f"rank bins must be at least 1, got {bins}")
+    _check(hyps, refs)
+    order = sorted(range(len(hyps)), key=lambda i: (mean_ranks[i], i))
+    groups = [g for g in (order[k * len(order) // bins : (k + 1) * len(order) // bins]
+                          for k in range(bins)) if g]  # fmt: skip
+    out = []
+    for idx in groups:
+        lo, hi = mean_ranks[idx[0]], mean_ranks[idx[-1]]
+        bleu = corpus_bleu([hyps[i] for i in idx], [refs[i] for i in idx], lowercase=lowercase)
+        label = f"{lo:.0f}-{hi:.0f}"
+        entry = {"bucket": label, "lo": round(lo, 2), "hi": round(hi, 2), "n": len(idx)}
+        out.append({**entry, "bleu": bleu.score})
+    return out
+
+
 def perplexity(loss_per_token: float) -> float:
     """exp(mean cross-entropy per token, in nats); inf when that would overflow, nan stays nan."""
     if math.isnan(loss_per_token):

@@ -111,6 +111,7 @@ def test_claim_config_is_a_fifo_grid_of_arms_and_seeds() -> None:
 def _row(value: object, seed: int, bleu: float, ppl: float, by_len: list) -> dict:
     pairs = zip(("1-10", "11+"), by_len, strict=True)
     buckets = [{"bucket": b, "n": 1, "bleu": v} for b, v in pairs]
+    ranks = [{"bucket": "1-5", "n": 1, "bleu": bleu + 1}, {"bucket": "6-99", "n": 1, "bleu": bleu}]
     return {
         "value": value,
         "seed": seed,
@@ -119,6 +120,7 @@ def _row(value: object, seed: int, bleu: float, ppl: float, by_len: list) -> dic
         "test_chrf": 50.0,
         "test_ppl": ppl,
         "by_length": buckets,
+        "by_rank": ranks,
     }
 
 
@@ -135,6 +137,7 @@ def test_summary_means_and_spread_per_arm_in_the_claims_order() -> None:
     one = s["arms"][0]
     assert one["runs"] == 2 and one["test_bleu"] == {"mean": 12.0, "min": 10.0, "max": 14.0}
     assert [b["bleu"] for b in one["by_length"]] == [22.0, 6.0]  # a missing bucket is skipped
+    assert [(b["bucket"], b["bleu"]) for b in one["by_rank"]] == [("1-5", 13.0), ("6-99", 12.0)]
     assert s["ppl_change_per_layer"] == [{"from": 1, "to": 2, "change": round(9 / 11 - 1, 4)}]
     table = claims.markdown(c, s)
     assert "| num_layers=1 | 2 | 12.00 (10.00-14.00) |" in table
@@ -150,6 +153,19 @@ def test_unknown_claim_is_one_line_and_exit_2(tmp_path: Path) -> None:
     out = proc.stdout + proc.stderr
     assert "unknown claim 'width'" in out and "reversal, depth, teacher-forcing" in out
     assert "Traceback" not in out
+
+
+def test_rescore_without_trained_runs_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("{}\n")
+    proc = subprocess.run(
+        pipeline_cmd() + ["claim", "depth", "--rescore"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in out, out
+    assert "claim depth has no trained runs to score" in out
+    assert "run `pipeline claim depth` (without --rescore) first" in out
+    assert not (tmp_path / "claims").exists()
 
 
 # ----------------------------------------------------------------------------------- slow
@@ -178,6 +194,10 @@ def test_reversal_claim_trains_both_orders_in_one_sweep(tmp_path: Path) -> None:
     assert [a["runs"] for a in summary["arms"]] == [1, 1] and summary["epochs"] == 1
     assert "| reverse_source=false | 1 |" in (out / "summary.md").read_text()
     assert (out / "bleu_by_length.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "figure3.png").read_bytes()[:4] == b"\x89PNG"
+    # both orders are scored on the same sources: the same rank groups
+    groups = [[(b["lo"], b["hi"], b["n"]) for b in r["by_rank"]] for r in rows]
+    assert groups[0] == groups[1] and sum(n for _, _, n in groups[0]) == rows[0]["sentences"]
     # each arm's checkpoint says its order, so translate/evaluate feed it the right one
     top = tmp_path / "claims" / "reversal" / "models" / "top"
     members = json.loads((top / "members.json").read_text())
@@ -194,7 +214,7 @@ def test_reversal_claim_trains_both_orders_in_one_sweep(tmp_path: Path) -> None:
     assert parents[0].data.tags["claim"] == "reversal"
     assert parents[0].info.status == "FINISHED"
     files = {a.path for a in client.list_artifacts(parents[0].info.run_id, "claim")}
-    assert "claim/summary.md" in files and "claim/bleu_by_length.png" in files
+    assert {"claim/summary.md", "claim/bleu_by_length.png", "claim/figure3.png"} <= files
     by_run = {r["mlflow_run_id"]: r for r in rows}
     for child in children:
         row = by_run[child.info.run_id]
@@ -204,3 +224,15 @@ def test_reversal_claim_trains_both_orders_in_one_sweep(tmp_path: Path) -> None:
     # the claim is not the pipeline's model: nothing registered, models/ and metrics/ untouched
     assert client.search_registered_models() == []
     assert not (tmp_path / "models").exists() and not (tmp_path / "metrics").exists()
+    # --rescore scores the same checkpoints again: the same results, no new run, no training
+    (out / "figure3.png").unlink()
+    again = subprocess.run(
+        pipeline_cmd() + ["claim", "reversal", "--rescore"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "nothing is trained" in again.stdout + again.stderr
+    assert json.loads((out / "runs.json").read_text()) == rows
+    assert (out / "figure3.png").is_file()
+    assert json.loads((out / "summary.json").read_text())["sweep"] == summary["sweep"]
+    assert len(client.search_runs([exp.experiment_id])) == 3

@@ -99,13 +99,14 @@ def test_dvc_plots_show_finds_every_declared_plot_in_the_real_outputs(project, t
     _sh([dvc, "repro"], project)  # a no-op after the test above; the whole pipeline if run alone
     shown = json.loads(_sh([dvc, "plots", "show", "--json"], project).stdout)
     # the stages' figures
-    images = ("models/learning_curves.png", "metrics/bleu_by_length.png", "metrics/encoder_pca.png")
+    images = ("models/learning_curves.png", "metrics/bleu_by_length.png",
+              "metrics/bleu_by_rank.png", "metrics/encoder_pca.png")  # fmt: skip
     errors = shown.get("errors", [])
     assert not [e for e in errors if e.get("source") not in images], errors
     kinds = {name: {r["type"] for r in renders} for name, renders in shown["data"].items()}
     curves = sorted(n for n in kinds if n.startswith("models/curves/"))
     assert len(curves) == 2 and all(kinds[n] == {"vega"} for n in curves)  # one per trial
-    assert kinds["metrics/bleu_by_length.json"] == {"vega"}
+    assert kinds["metrics/bleu_by_length.json"] == kinds["metrics/bleu_by_rank.json"] == {"vega"}
     for image in images:
         assert kinds.get(image) == {"image"}, f"{image} was not written: {errors}"
     out = _sh([dvc, "plots", "show", "-o", str(tmp_path / "plots")], project)

@@ -31,10 +31,11 @@ ARGS = [
 ]  # fmt: skip
 TEMPLATE = ROOT / "vendor" / "vega" / "dvc_plots.html"
 DATA_PLOTS = ["models/curves/trial_0.csv", "models/curves/trial_1.csv",
-              "metrics/bleu_by_length.json"]  # fmt: skip
+              "metrics/bleu_by_length.json", "metrics/bleu_by_rank.json"]  # fmt: skip
 IMAGE_PLOTS = [
     "models/learning_curves.png",
     "metrics/bleu_by_length.png",
+    "metrics/bleu_by_rank.png",
     "metrics/encoder_pca.png",
 ]
 CURVE = "epoch,train_loss,val_loss,val_ppl,val_bleu\n1,4.1,3.6,36.6,{b1}\n2,3.2,3.3,27.1,{b2}\n"
@@ -42,6 +43,12 @@ BUCKETS = [
     {"bucket": "1-10", "lo": 1, "hi": 10, "n": 40, "bleu": 31.5},
     {"bucket": "11-20", "lo": 11, "hi": 20, "n": 35, "bleu": 22.25},
     {"bucket": "21+", "lo": 21, "hi": None, "n": 0, "bleu": None},
+]
+
+
+RANKS = [
+    {"bucket": "3-40", "lo": 3.2, "hi": 40.5, "n": 38, "bleu": 35.0},
+    {"bucket": "41-900", "lo": 41.0, "hi": 900.0, "n": 37, "bleu": 18.5},
 ]
 
 
@@ -83,6 +90,7 @@ def plots_repo(tmp_path_factory) -> Path:
     for i, (b1, b2) in enumerate([(2.0, 5.5), (1.0, 3.25)]):
         (repo / f"models/curves/trial_{i}.csv").write_text(CURVE.format(b1=b1, b2=b2))
     (repo / "metrics/bleu_by_length.json").write_text(json.dumps(BUCKETS))
+    (repo / "metrics/bleu_by_rank.json").write_text(json.dumps(RANKS))
     (repo / "metrics/eval.json").write_text('{"test_bleu": 21.5, "test_chrf": 40.1}')
     for rel in IMAGE_PLOTS:
         _png(repo / rel)

@@ -96,6 +96,9 @@ def test_evaluate_writes_metrics_plots_samples_and_logs_to_mlflow(tiny_project):
     buckets = json.loads((out / "bleu_by_length.json").read_text())
     assert [b["bucket"] for b in buckets] == ["1-10", "11-20", "21-30", "31-40", "41+"]
     assert sum(b["n"] for b in buckets) == test_rows
+    ranks = json.loads((out / "bleu_by_rank.json").read_text())
+    assert len(ranks) == 5 and sum(b["n"] for b in ranks) == test_rows  # evaluate.rank_bins
+    assert all(a["hi"] <= b["lo"] for a, b in zip(ranks, ranks[1:], strict=False))
     samples = json.loads((out / "samples.json").read_text())
     assert len(samples) == 5 and set(samples[0]) == {"source", "reference", "greedy", "beam"}
 
@@ -108,10 +111,11 @@ def test_evaluate_writes_metrics_plots_samples_and_logs_to_mlflow(tiny_project):
     assert run.data.tags["evaluated_trial"] == "abc_00001"
     assert run.data.tags["bleu_signature"] == metrics["bleu_signature"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"eval.json", "bleu_by_length.json", "samples.json"} <= artifacts
+    assert {"eval.json", "bleu_by_length.json", "bleu_by_rank.json", "samples.json"} <= artifacts
     figures = [a.path for a in client.list_artifacts(run.info.run_id, "figures")]
-    assert figures == ["figures/bleu_by_length.png", "figures/encoder_pca.png"]
-    for png in ("bleu_by_length.png", "encoder_pca.png"):  # the DVC image plots
+    pngs = ["bleu_by_length.png", "bleu_by_rank.png", "encoder_pca.png"]
+    assert figures == [f"figures/{png}" for png in pngs]
+    for png in pngs:  # the DVC image plots
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert metrics["ensemble"] == 1 and run.data.params["ensemble"] == "1"
     inputs = run.inputs.dataset_inputs

@@ -96,6 +96,30 @@ def test_bleu_by_length_series_one_line_per_model(tmp_path: Path, monkeypatch) -
     assert all(line[1] != line[1] for line in seen["lines"])  # an empty bucket is a gap (NaN)
 
 
+def test_figure3_draws_length_and_rank_side_by_side(tmp_path: Path, monkeypatch) -> None:
+    seen: dict = {}
+    real = figures._save
+
+    def spy(fig, out):  # noqa: ANN001, ANN202 - matplotlib figure
+        seen["xlabels"] = [ax.get_xlabel() for ax in fig.axes]
+        seen["ticks"] = [[t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes]
+        seen["lines"] = [[list(line.get_ydata()) for line in ax.get_lines()] for ax in fig.axes]
+        return real(fig, out)
+
+    monkeypatch.setattr(figures, "_save", spy)
+    length = {"reversed": [{"bucket": "1-10", "n": 4, "bleu": 30.0}],
+              "natural": [{"bucket": "1-10", "n": 4, "bleu": 25.0}]}  # fmt: skip
+    rank = {"reversed": [{"bucket": "1-9", "n": 2, "bleu": 40.0},
+                         {"bucket": "10-80", "n": 2, "bleu": 12.0}],
+            "natural": [{"bucket": "1-9", "n": 2, "bleu": 35.0},
+                        {"bucket": "10-80", "n": 2, "bleu": 11.0}]}  # fmt: skip
+    out = figures.figure3(length, rank, tmp_path / "f3.png", title="reversal")
+    assert out.read_bytes().startswith(PNG)
+    assert seen["xlabels"] == [figures.LENGTH_AXIS, figures.RANK_AXIS]
+    assert seen["ticks"][1] == ["1-9\nn=2", "10-80\nn=2"]
+    assert seen["lines"] == [[[30.0], [25.0]], [[40.0, 12.0], [35.0, 11.0]]]
+
+
 # ------------------------------------------------------------------------ Figure 2 (encoder PCA)
 def _spy_on_save(monkeypatch: pytest.MonkeyPatch) -> dict:
     """Record the texts and legend entries of the next figure saved."""

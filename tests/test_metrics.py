@@ -7,7 +7,14 @@ import math
 import pytest
 import sacrebleu
 
-from seq2seq.metrics import bleu_by_length, corpus_bleu, corpus_chrf, perplexity
+from seq2seq.metrics import (
+    bleu_by_length,
+    bleu_by_rank,
+    corpus_bleu,
+    corpus_chrf,
+    mean_frequency_ranks,
+    perplexity,
+)
 
 REFS = ["The cat sat on the mat.", "A man is riding a red bicycle down the street."]
 
@@ -61,6 +68,30 @@ def test_bleu_by_length_buckets():
     assert rows[2]["bleu"] is None
     with pytest.raises(ValueError, match="ascending"):
         bleu_by_length(hyps, refs, lens, [20, 10])
+
+
+def test_mean_frequency_rank_counts_words_only_and_unknowns_last():
+    # vocabulary of 10: 4 specials, then ranks 1..6 (ids 4..9); <unk> (1) ranks 7
+    ranks = mean_frequency_ranks([[4, 5], [9, 1, 2, 3], [0, 0], [1]], vocab_size=10)
+    assert ranks == [1.5, 6.5, 0.0, 7.0]  # <sos>, <eos> and padding are not words
+
+
+def test_bleu_by_rank_sorts_by_rank_into_equal_groups():
+    hyps = ["a b c d", "w x", "one two three four", "p q r s", "k l m n"]
+    refs = ["a b c d", "u v", "one two three four", "p q r s", "z z z z"]
+    ranks = [30.0, 2.0, 1.0, 30.0, 500.0]
+    rows = bleu_by_rank(hyps, refs, ranks, 2)
+    # sorted: 2 (1.0), 1 (2.0), 0 (30), 3 (30, later in the test), 4 (500): groups of 2 and 3
+    assert [(r["lo"], r["hi"], r["n"]) for r in rows] == [(1.0, 2.0, 2), (30.0, 500.0, 3)]
+    assert [r["bucket"] for r in rows] == ["1-2", "30-500"]
+    assert 0 < rows[0]["bleu"] < 100 and 0 < rows[1]["bleu"] < 100
+    assert (
+        bleu_by_rank(hyps, refs, ranks, 1)[0]["bleu"]
+        == corpus_bleu(hyps, refs, lowercase=True).score
+    )
+    assert len(bleu_by_rank(hyps, refs, ranks, 9)) == 5  # never an empty group
+    with pytest.raises(ValueError, match="average ranks"):
+        bleu_by_rank(hyps, refs, ranks[:2], 2)
 
 
 def test_perplexity():

@@ -9,20 +9,22 @@ Ray Tune sweep (`pipeline.stages.tune`):
   differ in that key only, the rest is the base config (params.yaml, a profile, --set);
 - `tune.scheduler: fifo`: no early stopping, every run trains `train.epochs` epochs (the equal
   budget), as many at a time as the cluster fits;
+- `--rescore` scores the runs of an earlier sweep again, training nothing;
 - the reversal arms share one prepared data folder: a natural-order trial reverses the prepared
   sources back (`pipeline.prepared.read_split`), so `dvc repro reverse` once is enough.
 
 MLflow: the experiment `<experiment>-claims` holds one parent run per claim sweep (tag
 `claim`) with a child run per arm and seed (tags `claim`, `arm`); select the children and
 Compare. After the sweep, each run's best checkpoint (by tune.metric on validation) is scored on
-the test split: BLEU (beam and greedy), chrF, teacher-forced perplexity and BLEU by source
-length, logged to its child run as `test_*` metrics. The outputs, under `claims/NAME/models`
-(checkpoints, trials, curves) and `claims/NAME/metrics` (outside DVC's outputs, so `dvc repro`
-does not see them as changed):
+the test split: BLEU (beam and greedy), chrF, teacher-forced perplexity, BLEU by source length
+and by average word-frequency rank, logged to its child run as `test_*` metrics. The outputs,
+under `claims/NAME/models` (checkpoints, trials, curves) and `claims/NAME/metrics` (outside
+DVC's outputs, so `dvc repro` does not see them as changed):
 `runs.json` (every run's scores), `summary.json` and `summary.md` (per arm: mean, min and max
 over seeds; for depth also the perplexity change per added layer), `bleu_by_length.png` (one
-line per arm, the paper's Figure 3). The main pipeline's models/ and metrics/ are not touched.
-"""
+line per arm) and `figure3.png` (the paper's Figure 3: by source length and by average
+word-frequency rank, one line per arm). The main pipeline's models/ and metrics/ are not
+touched."""
 
 from __future__ import annotations
 
@@ -97,22 +99,30 @@ def claim_config(cfg: Config, name: str, seeds: int) -> Config:
     )
 
 
-def run(cfg: Config, name: str, seeds: int = 2, verbose: bool = False) -> dict[str, Any]:
-    """Train every arm x seed of claim `name`, score each on the test split, summarise."""
+def run(
+    cfg: Config, name: str, seeds: int = 2, verbose: bool = False, rescore: bool = False
+) -> dict[str, Any]:
+    """Train every arm x seed of claim `name`, score each on the test split, summarise;
+    `rescore`: score the runs an earlier `pipeline claim NAME` trained again, training nothing
+    (after a change to the evaluate settings or to what is scored)."""
     from pipeline.config import check_output_folder
     from pipeline.stages import tune
 
     c = claim(name)
     ccfg = claim_config(cfg, name, seeds)
     check_output_folder(ccfg.paths.metrics, "paths.metrics")
-    info(f"claim {name}: {c.what}; arms {', '.join(map(c.label, c.arms))} x {seeds} seed(s)")
-    t0 = time.perf_counter()
-    sweep = tune.run(ccfg, verbose=verbose, register=False)
-    minutes = (time.perf_counter() - t0) / 60
+    if rescore:
+        sweep, seeds, minutes = _trained(ccfg, name)
+        info(f"claim {name}: scoring the runs of sweep {sweep} again (nothing is trained)")
+    else:
+        info(f"claim {name}: {c.what}; arms {', '.join(map(c.label, c.arms))} x {seeds} seed(s)")
+        t0 = time.perf_counter()
+        sweep = tune.run(ccfg, verbose=verbose, register=False)["sweep"]
+        minutes = (time.perf_counter() - t0) / 60
     client = tracking.client_for(ccfg)
     rows = _score_runs(ccfg, name, client)
     summary = summarise(c, rows)
-    summary.update(claim=name, what=c.what, seeds=seeds, sweep=sweep["sweep"])
+    summary.update(claim=name, what=c.what, seeds=seeds, sweep=sweep)
     summary.update(epochs=ccfg.train.epochs, sweep_minutes=round(minutes, 1))
     out = Path(ccfg.paths.metrics)
     with atomic_dir(out) as tmp:
@@ -123,10 +133,29 @@ def run(cfg: Config, name: str, seeds: int = 2, verbose: bool = False) -> dict[s
         figures.bleu_by_length_series(
             series, tmp / figures.BLEU_BY_LENGTH_FILE, title=f"test BLEU by source length: {name}"
         )
+        ranks = {arm["arm"]: arm["by_rank"] for arm in summary["arms"]}
+        title = f"test BLEU by source length and word-frequency rank: {name}"
+        figures.figure3(series, ranks, tmp / figures.FIGURE3_FILE, title=title)
     _log_parent(client, rows, name, out)
     info(markdown(c, summary))
     info(f"claim {name}: {out.resolve()}; MLflow experiment {ccfg.mlflow.experiment!r}")
     return summary
+
+
+def _trained(cfg: Config, name: str) -> tuple[str, int, float]:
+    """What an earlier run of claim `name` left to score again: its sweep's name, seeds per arm
+    and training minutes (from its summary.json); a UserError when it left no models."""
+    top = Path(cfg.paths.models) / ensembles.TOP_DIR / ensembles.MEMBERS_FILE
+    if not top.is_file():
+        raise UserError(
+            f"claim {name} has no trained runs to score ({top} is missing)",
+            fix=f"run `pipeline claim {name}` (without --rescore) first",
+        )
+    members = json.loads(top.read_text())
+    seeds = len({m["params"]["train.seed"] for m in members})
+    old = Path(cfg.paths.metrics) / "summary.json"
+    summary = json.loads(old.read_text()) if old.is_file() else {}
+    return str(summary.get("sweep", "?")), seeds, float(summary.get("sweep_minutes", 0.0))
 
 
 def _score_runs(cfg: Config, name: str, client: Any) -> list[dict[str, Any]]:
@@ -157,7 +186,9 @@ def _score_runs(cfg: Config, name: str, client: Any) -> list[dict[str, Any]]:
             "test_bleu_greedy": round(s["bleu"]["greedy"].score, 4),
             "test_chrf": round(s["chrf"][0], 4),
             "test_ppl": round(perplexity(s["loss"]), 4),
+            "sentences": s["frame"].height,
             "by_length": s["by_length"],
+            "by_rank": s["by_rank"],
             "mlflow_run_id": run_of.get(m["trial"]) or "",
         }
         info(
@@ -189,7 +220,8 @@ def _log_parent(client: Any, rows: list[dict], name: str, out: Path) -> None:
     if not parent:
         return
     tracking.set_tags(client, parent, {"claim": name})
-    for file in ("summary.json", "summary.md", "runs.json", figures.BLEU_BY_LENGTH_FILE):
+    files = ("summary.json", "summary.md", "runs.json")
+    for file in (*files, figures.BLEU_BY_LENGTH_FILE, figures.FIGURE3_FILE):
         client.log_artifact(parent, str(out / file), "claim")
 
 
@@ -199,6 +231,15 @@ def _spread(values: list[float]) -> dict[str, float]:
         "min": round(min(values), 4),
         "max": round(max(values), 4),
     }
+
+
+def _mean_buckets(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Each bucket's BLEU as the mean over runs (the same buckets in each; empty ones skipped)."""
+    buckets = []
+    for i, b in enumerate(runs[0]):
+        known = [r[i]["bleu"] for r in runs if r[i]["bleu"] is not None]
+        buckets.append({**b, "bleu": round(statistics.fmean(known), 4) if known else None})
+    return buckets
 
 
 def summarise(c: Claim, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -212,13 +253,8 @@ def summarise(c: Claim, rows: list[dict[str, Any]]) -> dict[str, Any]:
         arm: dict[str, Any] = {"arm": c.label(value), "value": value, "runs": len(mine)}
         for key in ("test_bleu", "test_bleu_greedy", "test_chrf", "test_ppl"):
             arm[key] = _spread([r[key] for r in mine])
-        buckets = []
-        for i, b in enumerate(mine[0]["by_length"]):
-            scores = [r["by_length"][i]["bleu"] for r in mine]
-            known = [s for s in scores if s is not None]
-            bleu = round(statistics.fmean(known), 4) if known else None
-            buckets.append({**b, "bleu": bleu})
-        arm["by_length"] = buckets
+        for key in ("by_length", "by_rank"):
+            arm[key] = _mean_buckets([r[key] for r in mine])
         arms.append(arm)
     summary: dict[str, Any] = {"key": c.key, "arms": arms}
     if c.key == "model.num_layers" and len(arms) > 1:

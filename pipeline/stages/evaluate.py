@@ -3,7 +3,8 @@
 Greedy and beam search over the whole split, sacreBLEU corpus BLEU (with its signature) and chrF
 against the cleaned raw references, teacher-forced perplexity, BLEU by source-length bucket and
 sample translations. Writes `paths.metrics/` atomically (eval.json for `dvc metrics`,
-bleu_by_length.json for `dvc plots` and its figure bleu_by_length.png, samples.json, and the
+bleu_by_length.json for `dvc plots` and its figure bleu_by_length.png, the same by average
+word-frequency rank (bleu_by_rank.json/.png: the paper's Figure 3, right), samples.json, and the
 paper's Figure 2 for the best model, encoder_pca.png) and logs the same to an MLflow run, with
 the test split as its dataset input and, when tune wrote models/best/info.json, the registered
 model it evaluated as its model input.
@@ -34,13 +35,21 @@ from seq2seq.batching import iterate_batches
 from seq2seq.checkpoint import Checkpoint
 from seq2seq.evaluation import DecodeSpec, translate_texts
 from seq2seq.io import atomic_dir, write_json
-from seq2seq.metrics import bleu_by_length, corpus_bleu, corpus_chrf, perplexity
+from seq2seq.metrics import (
+    bleu_by_length,
+    bleu_by_rank,
+    corpus_bleu,
+    corpus_chrf,
+    mean_frequency_ranks,
+    perplexity,
+)
 from seq2seq.search import Ensemble
 from seq2seq.training import evaluate_loss
 from seq2seq.vocab import Vocab
 
 EVAL_FILE, BUCKETS_FILE, SAMPLES_FILE = "eval.json", "bleu_by_length.json", "samples.json"
 BUCKETS_FIGURE = "bleu_by_length.png"
+RANKS_FILE, RANKS_FIGURE = "bleu_by_rank.json", figures.BLEU_BY_RANK_FILE
 
 
 def _load_test(cfg: Config, ckpt: Checkpoint) -> pl.DataFrame:
@@ -95,6 +104,7 @@ def _score(cfg: Config, ckpt: Checkpoint, model, frame: pl.DataFrame, device) ->
             )
     bleu = {k: corpus_bleu(h, refs, lowercase=lowercase) for k, h in hyps.items()}
     chrf, chrf_sig = corpus_chrf(hyps["beam"], refs, lowercase=lowercase)
+    ranks = mean_frequency_ranks(src_ids, len(ckpt.src_vocab))
     return {
         "hyps": hyps,
         "refs": refs,
@@ -103,6 +113,7 @@ def _score(cfg: Config, ckpt: Checkpoint, model, frame: pl.DataFrame, device) ->
         "by_length": bleu_by_length(
             hyps["beam"], refs, [len(s) for s in src_ids], ev.length_buckets, lowercase=lowercase
         ),
+        "by_rank": bleu_by_rank(hyps["beam"], refs, ranks, ev.rank_bins, lowercase=lowercase),
     }
 
 
@@ -111,8 +122,8 @@ def score_test(
 ) -> dict[str, Any]:
     """The test split (sources in the checkpoint's order; `frame` when already loaded by
     `_load_test`) decoded greedily and with beam search and scored: `hyps`, `refs`, `bleu`
-    (sacreBLEU results by search), `chrf`, `by_length` (beam), plus the test `frame` and the
-    teacher-forced `loss`."""
+    (sacreBLEU results by search), `chrf`, `by_length` and `by_rank` (beam), plus the test
+    `frame` and the teacher-forced `loss`."""
     frame = _load_test(cfg, ckpt) if frame is None else frame
     scores = _score(cfg, ckpt, model, frame, device)
     return {**scores, "frame": frame, "loss": _test_loss(cfg, ckpt, model, device)}
@@ -166,6 +177,10 @@ def run(cfg: Config, checkpoint: Path | None = None, verbose: bool = False) -> d
         write_json(out / SAMPLES_FILE, _samples(cfg, frame, scores))
         title = f"test BLEU by source length (beam {cfg.evaluate.beam_size})"
         figures.bleu_by_length_file(out / BUCKETS_FILE, out / BUCKETS_FIGURE, title=title)
+        write_json(out / RANKS_FILE, scores["by_rank"])
+        title = f"test BLEU by average word-frequency rank (beam {cfg.evaluate.beam_size})"
+        axis = figures.RANK_AXIS
+        figures.bleu_by_length_file(out / RANKS_FILE, out / RANKS_FIGURE, title=title, axis=axis)
         best = model.members[0] if isinstance(model, Ensemble) else model  # rank 1: the best
         draw_encoder_pca(ckpt, best, out / figures.ENCODER_PCA_FILE)
     _log_to_mlflow(cfg, metrics, origin, Path(cfg.paths.metrics))
@@ -207,12 +222,12 @@ def _log_to_mlflow(cfg: Config, metrics: dict, origin: dict, metrics_dir: Path) 
             client.log_metric(run_id, k, float(v))
     for k in ("bleu_signature", "chrf_signature"):
         client.set_tag(run_id, k, metrics[k])
-    for name in (EVAL_FILE, BUCKETS_FILE, SAMPLES_FILE):
+    for name in (EVAL_FILE, BUCKETS_FILE, RANKS_FILE, SAMPLES_FILE):
         client.log_artifact(run_id, str(metrics_dir / name))
     client.log_param(run_id, "ensemble", cfg.evaluate.ensemble)
     if cfg.evaluate.ensemble > 1:
         client.set_tag(run_id, "ensemble_trials", ",".join(_member_trials(cfg)))
-    for figure in (BUCKETS_FIGURE, figures.ENCODER_PCA_FILE):
+    for figure in (BUCKETS_FIGURE, RANKS_FIGURE, figures.ENCODER_PCA_FILE):
         client.log_artifact(run_id, str(metrics_dir / figure), "figures")
     client.set_terminated(run_id)
 
