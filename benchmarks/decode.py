@@ -9,7 +9,8 @@ the 1,000 test2016 sentences are translated (max length 2 x source + 10):
 
 - batched greedy (`translate_ids`, length-sorted batches of `--batch-size`),
 - the same model one sentence at a time (`greedy_decode` on (1, S) tensors),
-- batched beam search (beam 5),
+- batched beam search (beam 5), and the same with done sentences kept in the batch until it
+  is done (`search.COMPACT_BEAMS = False`, fixed shapes: how it ran before 2026-12-06),
 
 each timed after a warm-up on 64 sentences. `ratio` = batched / single sentences per second.
 `same_as_single` is the fraction of sentences whose batched greedy ids equal the one-at-a-time
@@ -47,6 +48,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from seq2seq import search  # noqa: E402
 from seq2seq.batching import ParallelCorpus  # noqa: E402
 from seq2seq.detok import detokenize  # noqa: E402
 from seq2seq.metrics import corpus_bleu  # noqa: E402
@@ -131,11 +133,20 @@ def measure(model: Seq2Seq, src: list[list[int]], batch_size: int) -> dict:
     batched_rate, greedy = rate(lambda: batched(1), len(src))
     single_rate, single = rate(lambda: one_at_a_time(model, src, RATIO), len(src))
     beam_rate, beam = rate(lambda: batched(5), len(src))
+    search.COMPACT_BEAMS = False  # as before: done sentences stay until their batch is done
+    try:
+        batched(5, src[:64])
+        fixed_rate, fixed = rate(lambda: batched(5), len(src))
+    finally:
+        search.COMPACT_BEAMS = True
     return {
         "batched_sent_s": round(batched_rate, 1),
         "single_sent_s": round(single_rate, 1),
         "ratio": round(batched_rate / single_rate, 2),
         "beam5_sent_s": round(beam_rate, 1),
+        "beam5_fixed_sent_s": round(fixed_rate, 1),
+        "beam5_compact_speedup": round(beam_rate / fixed_rate, 2),
+        "beam5_same_as_fixed": sum(a == b for a, b in zip(beam, fixed, strict=True)) / len(src),
         "same_as_single": sum(a == b for a, b in zip(greedy, single, strict=True)) / len(src),
         "greedy": greedy,
         "beam": beam,

@@ -7,8 +7,9 @@ included), so an output has at most `max_len` tokens; it is an int or a per-sent
 
 Host syncs: on an accelerator the loops keep everything on the device and look at "all
 finished?" only every `CHECK_EVERY` (8) steps, so the GPU runs ahead; the price is up to 7 wasted
-steps. On the CPU a check costs nothing, so it happens every `CPU_CHECK_EVERY` (1) step and
-finished greedy rows leave the batch at once (faster: see benchmarks/README.md).
+steps. On the CPU a check costs nothing, so it happens every `CPU_CHECK_EVERY` (1) step.
+At each check finished rows (greedy) and done sentences with their K beams (beam search) leave
+the batch, so the tail of a batch decodes only what is still running (see benchmarks/README.md).
 
 <pad> and <sos> are never generated. Beam scores: alive hypotheses are ranked by their summed
 log-probabilities; a finished one is scored `logprob / len**length_penalty`, where `len` counts
@@ -38,6 +39,8 @@ VOCAB_SIZES = ("src_vocab_size", "tgt_vocab_size")
 
 CHECK_EVERY = 8  # steps between "all finished?" host syncs on an accelerator
 CPU_CHECK_EVERY = 1  # ... and on the CPU, where a check is free
+COMPACT_BEAMS = True  # done sentences leave a beam batch at each check (False: they stay until
+# the whole batch is done, fixed shapes; benchmarks/decode.py measures both)
 
 
 def _check_every(device: torch.device) -> int:
@@ -201,14 +204,19 @@ def beam_search(
     """Beam search over a batch: src (B, S), src_lens (B,) -> the best hypothesis per sentence.
 
     State and scores live as (B*K, ...) / (B, K) tensors; finished hypotheses are kept in a
-    (B, K, T) store ranked by their length-normalised score (see the module docstring). Done
-    sentences stay in the batch (fixed shapes) until all are done; their store is frozen.
+    (B, K, T) store ranked by their length-normalised score (see the module docstring). At
+    every check (one host sync) the done sentences leave the batch with their best finished
+    hypothesis, so the tail of a batch decodes only the sentences still searching.
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     batch, k, device = src.size(0), beam_size, src.device
     limits, steps = _limits(max_len, batch, device)
     every = _check_every(device)
+    out_tokens = torch.full((batch, max(steps, 1)), PAD, dtype=torch.long, device=device)
+    out_lens = torch.zeros(batch, dtype=torch.long, device=device)
+    rows = torch.arange(batch, device=device)  # original index of each sentence still searching
+    beams = torch.arange(k, device=device)
     with _EvalMode(model):
         state = _repeat(model.encode(src, src_lens), k)  # (L, B*K, H) tensors
         beam = _BeamState(batch, k, max(steps, 1), limits, length_penalty, device)
@@ -218,9 +226,21 @@ def beam_search(
             logp = torch.log_softmax(_ban_specials(logits.float()), dim=-1)
             origin, y = beam.step(t, logp)  # (B*K,) flat indices of parent beams, new tokens
             state = _select(state, origin)
-            if (t + 1) % every == 0 and bool(beam.done.all()):
-                break
-    return _to_lists(beam.fin_tokens[:, 0], beam.fin_lens[:, 0])
+            if (t + 1) % every == 0 and t + 1 < steps:
+                keep = (~beam.done).nonzero().squeeze(1)  # the one host sync
+                if keep.numel() == 0 or (COMPACT_BEAMS and keep.numel() < rows.numel()):
+                    done = beam.done.nonzero().squeeze(1)
+                    out_tokens[rows[done]] = beam.fin_tokens[done, 0]
+                    out_lens[rows[done]] = beam.fin_lens[done, 0]
+                    if keep.numel() == 0:
+                        return _to_lists(out_tokens, out_lens)
+                    rows = rows[keep]
+                    beam.keep(keep)
+                    flat = (keep.unsqueeze(1) * k + beams).view(-1)  # their K beams' rows
+                    state, y = _select(state, flat), y[flat]
+    out_tokens[rows] = beam.fin_tokens[:, 0]  # every sentence is done at its limit
+    out_lens[rows] = beam.fin_lens[:, 0]
+    return _to_lists(out_tokens, out_lens)
 
 
 class _BeamState:
@@ -238,6 +258,14 @@ class _BeamState:
         self.fin_lens = torch.zeros((batch, k), dtype=torch.long, device=device)
         self.done = torch.zeros(batch, dtype=torch.bool, device=device)
         self.offsets = (torch.arange(batch, device=device) * k).unsqueeze(1)  # (B, 1)
+
+    def keep(self, index: Tensor) -> None:
+        """Only the sentences `index` (B',) go on searching, in that order."""
+        for name in ("scores", "tokens", "fin_tokens", "fin_scores", "fin_lens", "done"):
+            setattr(self, name, getattr(self, name).index_select(0, index))
+        self.limits = self.limits.index_select(0, index)
+        self.b = index.numel()
+        self.offsets = self.offsets[: self.b]  # (B', 1): row of each sentence's first beam
 
     def step(self, t: int, logp: Tensor) -> tuple[Tensor, Tensor]:
         """Extend by one token from logp (B*K, V); returns parent indices and tokens (B*K,)."""
@@ -298,9 +326,8 @@ def translate_ids(
     """Decode many source id sequences (as stored: reversed, no specials) in batches.
 
     Sentences are sorted by length into batches of `batch_size` decoder rows (little padding):
-    `batch_size` sentences for greedy (beam_size 1), `batch_size // beam_size` for beam search,
-    whose finished sentences stay in the batch (so a beam batch is smaller: a huge one is slow).
-    Each sentence gets up to
+    `batch_size` sentences for greedy (beam_size 1), `batch_size // beam_size` for beam search
+    (K rows each). Each sentence gets up to
     `max_len_ratio * len + 10` tokens; the results come back in input order. An empty source
     gives [] without touching the model.
     """

@@ -249,6 +249,26 @@ def test_results_do_not_depend_on_the_sync_interval(toy, monkeypatch, every):
     assert beam_search(model, s, lens, beam_size=3, max_len=limits) == expected
 
 
+@pytest.mark.parametrize("every", [1, 3])
+@pytest.mark.parametrize("beam", [2, 4])
+def test_done_sentences_leaving_the_beam_batch_change_no_result(monkeypatch, every, beam):
+    """An untrained model's hypotheses end at scattered steps, so sentences leave the batch one
+    by one: each gets what it gets when all stay until the batch is done (fixed shapes)."""
+    import seq2seq.search as search
+
+    model = _untrained(3, 2)
+    src, lens = _sources()
+    limits = torch.tensor([2, 9, 4, 12, 1, 7, 5, 3, 10])
+    monkeypatch.setattr(search, "CPU_CHECK_EVERY", every)
+    found = {}
+    for compact in (True, False):
+        monkeypatch.setattr(search, "COMPACT_BEAMS", compact)
+        found[compact] = beam_search(model, src, lens, beam_size=beam, max_len=limits)
+    assert found[True] == found[False]
+    assert len({len(h) for h in found[True]}) > 3  # the sentences did end at different steps
+    assert all(len(h) <= n for h, n in zip(found[True], limits.tolist(), strict=True))
+
+
 # ----------------------------------------------------------------------------------- ensembles
 def _untrained(seed: int, layers: int) -> Seq2Seq:
     torch.manual_seed(seed)
