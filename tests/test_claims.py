@@ -221,6 +221,9 @@ def test_reversal_claim_trains_both_orders_in_one_sweep(tmp_path: Path) -> None:
         assert child.data.tags["arm"] == row["arm"] and child.data.tags["claim"] == "reversal"
         assert child.data.metrics["test_bleu"] == pytest.approx(row["test_bleu"])
         assert child.data.metrics["test_ppl"] == pytest.approx(row["test_ppl"])
+        groups = [g["bleu"] for g in row["by_rank"]]
+        ranks = [child.data.metrics.get(f"test_bleu_rank_{i}") for i in range(1, 6)]
+        assert len(groups) == 5 and ranks == pytest.approx(groups)  # evaluate.rank_bins
     # the claim is not the pipeline's model: nothing registered, models/ and metrics/ untouched
     assert client.search_registered_models() == []
     assert not (tmp_path / "models").exists() and not (tmp_path / "metrics").exists()

@@ -17,7 +17,8 @@ MLflow: the experiment `<experiment>-claims` holds one parent run per claim swee
 `claim`) with a child run per arm and seed (tags `claim`, `arm`); select the children and
 Compare. After the sweep, each run's best checkpoint (by tune.metric on validation) is scored on
 the test split: BLEU (beam and greedy), chrF, teacher-forced perplexity, BLEU by source length
-and by average word-frequency rank, logged to its child run as `test_*` metrics. The outputs,
+and by average word-frequency rank, logged to its child run as `test_*` metrics
+(`test_bleu_len_<bucket>`, `test_bleu_rank_<group>` with group 1 the commonest words). The outputs,
 under `claims/NAME/models` (checkpoints, trials, curves) and `claims/NAME/metrics` (outside
 DVC's outputs, so `dvc repro` does not see them as changed):
 `runs.json` (every run's scores), `summary.json` and `summary.md` (per arm: mean, min and max
@@ -209,6 +210,8 @@ def _log_child(client: Any, row: dict[str, Any], name: str) -> None:
     for bucket in row["by_length"]:
         if bucket.get("bleu") is not None:
             client.log_metric(run_id, f"test_bleu_len_{bucket['bucket']}", float(bucket["bleu"]))
+    for i, group in enumerate(row["by_rank"], start=1):  # 1: the commonest words
+        client.log_metric(run_id, f"test_bleu_rank_{i}", float(group["bleu"]))
     tracking.set_tags(client, run_id, {"claim": name, "arm": row["arm"]})
 
 
