@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -378,11 +378,11 @@ def free_orphan_groups(first_seen: dict[str, float], grace_s: float) -> int | No
     when the state API did not answer."""
     import ray
     from ray.util.placement_group import PlacementGroup, remove_placement_group
-    from ray.util.state import list_actors, list_placement_groups
+    from ray.util.state import list_actors
 
     now, removed, held = time.monotonic(), 0, set()
     try:
-        for g in _worker_groups(list_placement_groups):
+        for g in _worker_groups():
             held.add(g.placement_group_id)
             in_group = ("placement_group_id", "=", g.placement_group_id)
             if list_actors(filters=[in_group, ("state", "!=", "DEAD")], **STATE_API):
@@ -402,10 +402,11 @@ def free_orphan_groups(first_seen: dict[str, float], grace_s: float) -> int | No
 STATE_API: Any = {"detail": True, "timeout": 5, "raise_on_missing_output": False}
 
 
-def _worker_groups(list_placement_groups: Callable[..., list]) -> list:
+def _worker_groups() -> list:
     """This job's CREATED placement groups that hold resources for workers: unnamed, and not a
     trial driver's token group (Ray's state API; raises when it does not answer)."""
     import ray
+    from ray.util.state import list_placement_groups
 
     job = ray.get_runtime_context().get_job_id()
     groups = list_placement_groups(filters=[("state", "=", "CREATED")], **STATE_API)
@@ -421,10 +422,8 @@ def _worker_groups(list_placement_groups: Callable[..., list]) -> list:
 def held_worker_groups() -> int | None:
     """How many of this job's worker placement groups are still held; None when the state API
     does not answer."""
-    from ray.util.state import list_placement_groups
-
     try:
-        return len(_worker_groups(list_placement_groups))
+        return len(_worker_groups())
     except Exception:  # no state API (no dashboard), or it timed out
         return None
 

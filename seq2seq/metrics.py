@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from sacrebleu.metrics import BLEU, CHRF
 
+from seq2seq.vocab import SPECIALS, UNK
+
 MAX_LOG_PPL = 700.0  # exp(709) is the largest finite float64; report inf beyond this
 
 
@@ -104,8 +106,6 @@ def mean_frequency_ranks(src_ids: Sequence[Sequence[int]], vocab_size: int) -> l
     lists its words by training count, most frequent first, after the 4 specials, so id 4 is
     rank 1; an unknown word ranks after every known one (vocab_size - 3); padding, start and
     end markers are not words. A source with no word gets 0."""
-    from seq2seq.vocab import SPECIALS, UNK
-
     rare = vocab_size - len(SPECIALS) + 1
     out = []
     for ids in src_ids:
