@@ -96,7 +96,7 @@ LENGTH_AXIS = "source length (tokens)"
 RANK_AXIS = "average word-frequency rank of the source (commonest first)"
 
 
-def bleu_by_length(
+def bleu_bars(
     buckets: Sequence[dict], out: str | Path, *, title: str = "", axis: str = LENGTH_AXIS
 ) -> Path:
     """Horizontal bars: BLEU per source-length bucket (`metrics.bleu_by_length` entries, or
@@ -170,13 +170,13 @@ def _series(ax: Any, series: dict[str, Sequence[dict]], axis: str) -> None:
     ax.legend()
 
 
-def bleu_by_length_file(
+def bleu_bars_file(
     json_path: str | Path, out: str | Path, *, title: str = "", axis: str = LENGTH_AXIS
 ) -> Path:
-    """`bleu_by_length` from the evaluate stage's `bleu_by_length.json` (or, with
+    """`bleu_bars` from the evaluate stage's `bleu_by_length.json` (or, with
     `axis=RANK_AXIS`, its `bleu_by_rank.json`)."""
     buckets = json.loads(Path(json_path).read_text())
-    return bleu_by_length(buckets, out, title=title, axis=axis)
+    return bleu_bars(buckets, out, title=title, axis=axis)
 
 
 ENCODER_PCA_FILE = "encoder_pca.png"

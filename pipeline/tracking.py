@@ -50,6 +50,7 @@ EPOCH_METRICS = (
     "tokens_per_s",
     "epoch_seconds",
     "bf16",  # 1: trained under bf16 autocast (train.bf16, seq2seq.precision), 0: fp32
+    "bf16_speedup",  # train.bf16 auto: the start-up probe's fp32 / bf16 step time (if it ran)
 )
 NOTE_TAG = "mlflow.note.content"  # the experiment's description (markdown)
 SAVED_VIEW_PREFIX = "mlflow.sharedViewState."  # + view id: a saved runs view (UI "Views")

@@ -154,9 +154,10 @@ def _worker(config: Mapping[str, Any]) -> _Worker:
     return _Worker(cfg, prepared, rank, world, device, src_vocab, tgt_vocab, model, optimizer)
 
 
-def _precision(w: _Worker) -> bool:
+def _precision(w: _Worker) -> tuple[bool, float | None]:
     """bf16 autocast or fp32 for this run (`seq2seq.precision`, measured at this model and
-    per-rank batch); under DDP every rank trains in one precision: bf16 only where all chose it."""
+    per-rank batch), and this rank's measured bf16 speedup (None where nothing was measured);
+    under DDP every rank trains in one precision: bf16 only where all chose it."""
     import torch.distributed as dist
 
     from seq2seq.precision import choose_precision
@@ -170,7 +171,7 @@ def _precision(w: _Worker) -> bool:
         bf16 = bool(flag.item())
     if w.rank == 0:
         print(f"precision: {'bf16 autocast' if bf16 else 'fp32'} ({choice.reason})", flush=True)
-    return bf16
+    return bf16, choice.speedup
 
 
 def _train_metrics(r: Any, world: int) -> dict[str, Any]:
@@ -179,9 +180,10 @@ def _train_metrics(r: Any, world: int) -> dict[str, Any]:
     return {"epoch": r.epoch, "train_loss": loss, "tokens_per_s": tokens_per_s, "world_size": world}
 
 
-def _reporter(w: _Worker, bf16: bool) -> Callable[[Any], None]:
+def _reporter(w: _Worker, bf16: bool, speedup: float | None = None) -> Callable[[Any], None]:
     """`fit`'s on_epoch: global train metrics on every rank; on rank 0 also the validation
-    metrics (greedy BLEU added to fit's loss), the precision (bf16 1/0) and the checkpoint."""
+    metrics (greedy BLEU added to fit's loss), the precision (bf16 1/0, and the start-up
+    probe's measured bf16 speedup where it ran) and the checkpoint."""
     from pipeline.prepared import read_frame, run_preprocessing
     from seq2seq.checkpoint import save_checkpoint
 
@@ -193,6 +195,8 @@ def _reporter(w: _Worker, bf16: bool) -> Callable[[Any], None]:
 
     def on_epoch(r: Any) -> None:
         metrics = {**_train_metrics(r, w.world), "bf16": float(bf16)}
+        if speedup is not None:
+            metrics["bf16_speedup"] = speedup
         if r.valid is None:
             return _report(metrics, w.rank)
         t0 = time.perf_counter()
@@ -228,7 +232,7 @@ def train_loop_per_worker(config: Mapping[str, Any]) -> None:
     from seq2seq.training import fit
 
     w = _worker(config)
-    bf16 = _precision(w)
+    bf16, speedup = _precision(w)
     reverse = w.cfg.data.reverse_source  # a sweep trial may flip the prepared order
     valid = read_split(w.prepared, "valid", reverse) if w.rank == 0 else None
     fit(
@@ -244,6 +248,6 @@ def train_loop_per_worker(config: Mapping[str, Any]) -> None:
         autocast=bf16,
         train_model=ray.train.torch.prepare_model(w.model),  # DDP when world > 1
         eval_batch_size=w.cfg.evaluate.batch_size,
-        on_epoch=_reporter(w, bf16),
+        on_epoch=_reporter(w, bf16, speedup),
         before_epoch=lambda epoch: _maybe_fault(config.get("fault"), epoch, w.rank, w.world),
     )

@@ -12,13 +12,13 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import Config
 from pipeline.errors import UserError
-from pipeline.prepared import prepared_meta
+from pipeline.prepared import prepared_meta, read_split, run_preprocessing
 from pipeline.stages import download, evaluate, preprocess
-from seq2seq.batching import ParallelCorpus
+from seq2seq.batching import ParallelCorpus, iterate_batches
 from seq2seq.checkpoint import save_checkpoint
 from seq2seq.errors import CheckpointError
 from seq2seq.model import Seq2Seq
-from seq2seq.training import fit, make_optimizer
+from seq2seq.training import evaluate_loss, fit, make_optimizer
 from seq2seq.vocab import Vocab
 
 
@@ -120,6 +120,37 @@ def test_evaluate_writes_metrics_plots_samples_and_logs_to_mlflow(tiny_project):
     assert metrics["ensemble"] == 1 and run.data.params["ensemble"] == "1"
     inputs = run.inputs.dataset_inputs
     assert [(i.dataset.name, i.tags[0].value) for i in inputs] == [("sample-de-en-test", "testing")]
+
+
+def test_a_natural_order_checkpoint_is_scored_on_natural_order_sources(tiny_project):
+    """A checkpoint trained on unreversed sources (a sweep trial of `pipeline claim reversal`)
+    on data the reverse stage wrote reversed: evaluate reads the test split in the checkpoint's
+    order, so its perplexity is the one on natural-order sources, not on reversed ones."""
+    cfg = tiny_project
+    prepared = Path(cfg.paths.prepared)
+    assert prepared_meta(prepared).reverse_source  # the stage wrote reversed sources
+    src_vocab, tgt_vocab = (Vocab.load(prepared / f"vocab.{s}.json") for s in ("src", "tgt"))
+    torch.manual_seed(0)
+    model = Seq2Seq.from_config(cfg.model, len(src_vocab), len(tgt_vocab))
+    opt = make_optimizer(model, cfg.train)
+    spec = cfg.with_overrides({"train.epochs": 4, "train.batch_size": 32}).train
+    fit(model, opt, read_split(prepared, "train", False), None, spec)
+    natural = Path("natural")
+    save_checkpoint(
+        natural, model=model, optimizer=opt, epoch=4, config=cfg.model_dump(),
+        preprocessing=run_preprocessing(prepared, False),
+        src_vocab=src_vocab, tgt_vocab=tgt_vocab, metrics={"val_bleu": 0.0},
+    )  # fmt: skip
+
+    def loss(reverse: bool) -> float:
+        batches = iterate_batches(
+            read_split(prepared, "test", reverse), 256, shuffle=False, seed=0, epoch=0
+        )
+        return evaluate_loss(model, batches, autocast=False).loss
+
+    metrics = evaluate.run(cfg, checkpoint=natural)
+    assert metrics["test_loss"] == pytest.approx(loss(False), abs=2e-6)  # eval.json: 6 decimals
+    assert abs(loss(True) - loss(False)) > 2e-5  # the order matters to this model
 
 
 def test_evaluate_refuses_a_checkpoint_from_other_data(tiny_project):

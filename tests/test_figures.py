@@ -66,8 +66,8 @@ def test_bleu_by_length_png(tmp_path: Path, empty_last: bool) -> None:
     ]  # fmt: skip
     src = tmp_path / "bleu_by_length.json"
     src.write_text(json.dumps(buckets))
-    a = figures.bleu_by_length_file(src, tmp_path / "a.png", title="test")
-    b = figures.bleu_by_length_file(src, tmp_path / "b.png", title="test")
+    a = figures.bleu_bars_file(src, tmp_path / "a.png", title="test")
+    b = figures.bleu_bars_file(src, tmp_path / "b.png", title="test")
     assert a.read_bytes().startswith(PNG) and a.read_bytes() == b.read_bytes()
     assert _size(a)[0] == 700
 

@@ -76,7 +76,7 @@ def _sweep(root: Path) -> tuple[str, str, list[str]]:
     tracking.log_inputs(client, evaluation, tracking.dataset_inputs(cfg, ["test"]))
     client.log_metric(evaluation, "test_bleu", TEST_BLEU)
     buckets = [{"bucket": "1-10", "lo": 1, "hi": 10, "n": 24, "bleu": TEST_BLEU}]
-    png = figures.bleu_by_length(buckets, root / "metrics" / "bleu_by_length.png")
+    png = figures.bleu_bars(buckets, root / "metrics" / "bleu_by_length.png")
     client.log_artifact(evaluation, str(png), "figures")
     client.set_terminated(evaluation)
     return exp, parent, list(sweep.runs.values())

@@ -14,6 +14,7 @@ from conftest import make_prepared, pipeline_cmd, tiny_params
 from mlflow.tracking import MlflowClient
 
 from pipeline import trainloop
+from seq2seq.precision import bf16_problem
 
 pytestmark = pytest.mark.slow
 
@@ -53,6 +54,11 @@ def test_train_two_workers_survives_a_fault_and_resumes(tmp_path: Path) -> None:
     assert sorted(steps) == [1, 2, 3]
     for key in ("val_loss", "val_ppl", "val_bleu", "tokens_per_s", "epoch_seconds", "bf16"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 3, key
+    # train.bf16 auto: the start-up probe's measured speedup, where bf16 runs on this CPU
+    probed = bf16_problem("cpu") is None
+    speedups = client.get_metric_history(run.info.run_id, "bf16_speedup")
+    assert len(speedups) == (3 if probed else 0)
+    assert all(m.value > 0 for m in speedups)
     ckpts = [p for p in (tmp_path / "ray_results").glob("train-*/checkpoint_*") if p.is_dir()]
     assert len(ckpts) == 3 and all((c / "checkpoint.pt").is_file() for c in ckpts)
 

@@ -176,11 +176,11 @@ def run(cfg: Config, checkpoint: Path | None = None, verbose: bool = False) -> d
         write_json(out / BUCKETS_FILE, scores["by_length"])
         write_json(out / SAMPLES_FILE, _samples(cfg, frame, scores))
         title = f"test BLEU by source length (beam {cfg.evaluate.beam_size})"
-        figures.bleu_by_length_file(out / BUCKETS_FILE, out / BUCKETS_FIGURE, title=title)
+        figures.bleu_bars_file(out / BUCKETS_FILE, out / BUCKETS_FIGURE, title=title)
         write_json(out / RANKS_FILE, scores["by_rank"])
         title = f"test BLEU by average word-frequency rank (beam {cfg.evaluate.beam_size})"
         axis = figures.RANK_AXIS
-        figures.bleu_by_length_file(out / RANKS_FILE, out / RANKS_FIGURE, title=title, axis=axis)
+        figures.bleu_bars_file(out / RANKS_FILE, out / RANKS_FIGURE, title=title, axis=axis)
         best = model.members[0] if isinstance(model, Ensemble) else model  # rank 1: the best
         draw_encoder_pca(ckpt, best, out / figures.ENCODER_PCA_FILE)
     _log_to_mlflow(cfg, metrics, origin, Path(cfg.paths.metrics))
