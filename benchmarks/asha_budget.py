@@ -78,19 +78,10 @@ def main() -> None:
     ap.add_argument("--rf", type=int, nargs="+", default=[2, 3, 4, 8, 16])
     ap.add_argument("--reps", type=int, default=2000)
     args = ap.parse_args()
+    opts = dict(vars(args))
     out = {}
-    for rf in args.rf:
-        mean, p90 = simulate(
-            samples=args.samples,
-            epochs=args.epochs,
-            epoch1=args.epoch1,
-            epoch2=args.epoch2,
-            startup=args.startup,
-            gap=args.gap,
-            rf=rf,
-            slots=args.slots,
-            reps=args.reps,
-        )
+    for rf in opts.pop("rf"):
+        mean, p90 = simulate(**opts, rf=rf)
         out[f"rf{rf}"] = {"minutes_mean": round(mean, 1), "minutes_p90": round(p90, 1)}
     print(json.dumps({"benchmark": "asha_budget", **vars(args), "results": out}))
 

@@ -14,7 +14,7 @@ from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.prepared import prepared_meta, read_split, run_preprocessing
 from pipeline.stages import download, evaluate, preprocess
-from seq2seq.batching import ParallelCorpus, iterate_batches
+from seq2seq.batching import iterate_batches
 from seq2seq.checkpoint import save_checkpoint
 from seq2seq.errors import CheckpointError
 from seq2seq.model import Seq2Seq
@@ -60,22 +60,28 @@ def _build() -> Config:
     preprocess.clean(cfg)
     preprocess.tokenize(cfg)
     preprocess.reverse(cfg)
+    best = Path(cfg.paths.models) / "best"
+    _train_checkpoint(cfg, best, reverse_source=True)
+    (best / "info.json").write_text(json.dumps({"trial_id": "abc_00001", "mlflow_run_id": "r1"}))
+    return cfg
+
+
+def _train_checkpoint(cfg: Config, out: Path, reverse_source: bool) -> Seq2Seq:
+    """A tiny model trained 4 epochs on the prepared train split with sources in the order
+    `reverse_source` asks for, saved to `out` as a run's checkpoint of that order."""
     prepared = Path(cfg.paths.prepared)
     src_vocab, tgt_vocab = (Vocab.load(prepared / f"vocab.{s}.json") for s in ("src", "tgt"))
     torch.manual_seed(0)
     model = Seq2Seq.from_config(cfg.model, len(src_vocab), len(tgt_vocab))
     opt = make_optimizer(model, cfg.train)
-    train = ParallelCorpus.from_parquet(prepared / "train.parquet")
     spec = cfg.with_overrides({"train.epochs": 4, "train.batch_size": 32}).train
-    fit(model, opt, train, None, spec)
-    best = Path(cfg.paths.models) / "best"
+    fit(model, opt, read_split(prepared, "train", reverse_source), None, spec)
     save_checkpoint(
-        best, model=model, optimizer=opt, epoch=1, config=cfg.model_dump(),
-        preprocessing=prepared_meta(prepared),
+        out, model=model, optimizer=opt, epoch=4, config=cfg.model_dump(),
+        preprocessing=run_preprocessing(prepared, reverse_source),
         src_vocab=src_vocab, tgt_vocab=tgt_vocab, metrics={"val_bleu": 0.0},
     )  # fmt: skip
-    (best / "info.json").write_text(json.dumps({"trial_id": "abc_00001", "mlflow_run_id": "r1"}))
-    return cfg
+    return model
 
 
 def test_evaluate_writes_metrics_plots_samples_and_logs_to_mlflow(tiny_project):
@@ -129,18 +135,8 @@ def test_a_natural_order_checkpoint_is_scored_on_natural_order_sources(tiny_proj
     cfg = tiny_project
     prepared = Path(cfg.paths.prepared)
     assert prepared_meta(prepared).reverse_source  # the stage wrote reversed sources
-    src_vocab, tgt_vocab = (Vocab.load(prepared / f"vocab.{s}.json") for s in ("src", "tgt"))
-    torch.manual_seed(0)
-    model = Seq2Seq.from_config(cfg.model, len(src_vocab), len(tgt_vocab))
-    opt = make_optimizer(model, cfg.train)
-    spec = cfg.with_overrides({"train.epochs": 4, "train.batch_size": 32}).train
-    fit(model, opt, read_split(prepared, "train", False), None, spec)
     natural = Path("natural")
-    save_checkpoint(
-        natural, model=model, optimizer=opt, epoch=4, config=cfg.model_dump(),
-        preprocessing=run_preprocessing(prepared, False),
-        src_vocab=src_vocab, tgt_vocab=tgt_vocab, metrics={"val_bleu": 0.0},
-    )  # fmt: skip
+    model = _train_checkpoint(cfg, natural, reverse_source=False)
 
     def loss(reverse: bool) -> float:
         batches = iterate_batches(
