@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from seq2seq.batching import ParallelCorpus, iterate_batches  # noqa: E402
 from seq2seq.model import Seq2Seq  # noqa: E402
 from seq2seq.precision import bf16_problem, choose_precision  # noqa: E402
-from seq2seq.training import fit, make_generator, train_epoch  # noqa: E402
+from seq2seq.training import adam, fit, make_generator, train_epoch  # noqa: E402
 from seq2seq.vocab import Vocab  # noqa: E402
 
 WORD = re.compile(r"\w+|[^\w\s]")
@@ -84,7 +84,7 @@ def run_reference(args: argparse.Namespace, extra: list[str]) -> dict:
 def fresh_model(v_src: int, v_tgt: int, seed: int) -> tuple[Seq2Seq, torch.optim.Optimizer]:
     torch.manual_seed(seed)
     model = Seq2Seq(v_src, v_tgt, emb_dim=256, hidden_dim=512, num_layers=2, dropout=0.5)
-    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+    return model, adam(model.parameters(), lr=1e-3)
 
 
 def ours(train: ParallelCorpus, val, v_src, v_tgt, args, bf16: bool, steps: int | None) -> dict:

@@ -13,6 +13,13 @@ rows whose target is not finished yet (a long teacher-forced run is also cut whe
 its rows have finished), so padded target positions cost almost nothing even in batches of
 mixed lengths. The coin flips are drawn up front on the host, so nothing waits for the device
 mid-step.
+
+On the CPU, with gradients and without autocast, both LSTMs run one layer at a time through
+seq2seq.lstm's layer, whose backward computes the weight gradients in one matrix product over
+all time steps (nn.LSTM's packed path does one per step and zero-fills a buffer per step; its
+oneDNN path reorders the weights at every call, which the decoder's short segments pay often),
+and the model's FastDropout draws the dropout between layers. `OWN_BACKWARD = False` runs
+nn.LSTM's kernels instead, with the same results (tests/test_model.py).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from seq2seq.lstm import packed_lstm_layer
 from seq2seq.vocab import PAD
 
 State = tuple[Tensor, Tensor]  # (h, c), each (L, B, H)
@@ -97,13 +105,20 @@ class Seq2Seq(nn.Module):
         x = self.dropout(self.src_emb(src))  # (B, S, E)
         lens = torch.as_tensor(src_lens).cpu()  # packing wants host lengths (a no-op on CPU)
         packed = pack_padded_sequence(x, lens, batch_first=True, enforce_sorted=False)
-        _, (h, c) = self.encoder(packed)
-        return h, c
+        if not _layerwise(self.encoder, x):
+            _, (h, c) = self.encoder(packed)
+            return h, c
+        zeros = x.new_zeros(self.encoder.num_layers, x.shape[0], self.encoder.hidden_size)
+        sizes = packed.batch_sizes
+        _, (h, c) = _lstm_layers(self.encoder, packed.data, (zeros, zeros), self.dropout, sizes)
+        order = packed.unsorted_indices  # the packed rows run longest first
+        assert order is not None  # enforce_sorted=False always sets it
+        return h.index_select(1, order), c.index_select(1, order)
 
     def decode_step(self, y_prev: Tensor, state: State) -> tuple[Tensor, State]:
         """One decoder step: y_prev (B,) ids -> logits (B, V) and the next state."""
         x = self.dropout(self.tgt_emb(y_prev)).unsqueeze(1)  # (B, 1, E)
-        out, state = self.decoder(x, state)  # (B, 1, H)
+        out, state = self._decoder(x, state)  # (B, 1, H)
         return self.out(self.dropout(out.squeeze(1))), state
 
     def forward(
@@ -161,7 +176,7 @@ class Seq2Seq(nn.Module):
             if free:  # free-running: the first input is the previous step's prediction
                 first = self.dropout(self.tgt_emb(pred[:live])).unsqueeze(1)  # (live, 1, E)
                 x = torch.cat([first, x[:, 1:]], dim=1)
-            out, (h, c) = self.decoder(x, (h[:, :live].contiguous(), c[:, :live].contiguous()))
+            out, (h, c) = self._decoder(x, (h[:, :live].contiguous(), c[:, :live].contiguous()))
             outs.append(F.pad(out, (0, 0, 0, 0, 0, batch - live)) if live < batch else out)
             if stop < plan.steps and plan.free[len(outs)]:  # the next segment starts
                 # free-running: it needs this step's argmax (a cut inside a teacher-forced run,
@@ -170,6 +185,70 @@ class Seq2Seq(nn.Module):
                 end_logits.append(logits)
                 pred = logits.argmax(-1)  # stays on the device; argmax has no gradient
         return torch.cat(outs, dim=1), end_logits
+
+    def _decoder(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """self.decoder(x, state) (batch-first), on the CPU's training path layer by layer."""
+        if not _layerwise(self.decoder, x):
+            return self.decoder(x, state)
+        return _lstm_layers(self.decoder, x, state, self.dropout)
+
+
+OWN_BACKWARD = True  # False: the CPU's training step runs nn.LSTM's own kernels (benchmarks)
+
+
+def _own_backward(x: Tensor) -> bool:
+    """Whether the LSTMs run seq2seq.lstm's layer: CPU fp32/fp64 with gradients, no autocast."""
+    return (
+        OWN_BACKWARD
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
+def _layerwise(lstm: nn.LSTM, x: Tensor) -> bool:
+    """Whether to run `lstm` layer by layer (`_lstm_layers`) instead of nn.LSTM as a whole: with
+    seq2seq.lstm's layer (`_own_backward`), or on the CPU in training with dropout between
+    layers (nn.LSTM draws that dropout with bernoulli_, several times slower than FastDropout
+    there). Elsewhere nn.LSTM runs as a whole (cuDNN stacks its layers)."""
+    between = lstm.training and lstm.num_layers > 1 and lstm.dropout > 0
+    return _own_backward(x) or (between and x.device.type == "cpu")
+
+
+def _lstm_layers(
+    lstm: nn.LSTM, x: Tensor, state: State, dropout: nn.Module, sizes: Tensor | None = None
+) -> tuple[Tensor, State]:
+    """nn.LSTM's forward one layer at a time, `dropout` between layers (where nn.LSTM has it):
+    the same maths and weights as lstm(x, state), only the dropout masks are drawn by `dropout`.
+    x (B, S, E) batch-first, or a PackedSequence's data with its batch_sizes as `sizes` and
+    `state` in its sorted_indices order.
+    Each layer is seq2seq.lstm's (`_own_backward`) or nn.LSTM's kernel (torch.lstm)."""
+    own = _own_backward(x)
+    batch_first = sizes is None
+    if own and batch_first:  # time-major rows, as in a packed sequence of equal lengths
+        batch, steps = x.shape[:2]
+        x = x.transpose(0, 1).reshape(steps * batch, x.shape[2])
+        sizes = torch.full((steps,), batch, dtype=torch.int64)
+    h0, c0 = state
+    hs, cs = [], []
+    for layer, layer_weights in enumerate(lstm.all_weights):
+        weights: list[Tensor] = list(layer_weights)
+        if layer and lstm.dropout > 0:
+            x = dropout(x)
+        if sizes is not None and own:
+            x, h, c = packed_lstm_layer(x, sizes, h0[layer], c0[layer], *weights)
+        else:
+            hx = (h0[layer : layer + 1], c0[layer : layer + 1])
+            if sizes is None:
+                x, h, c = torch.lstm(x, hx, weights, lstm.bias, 1, 0.0, lstm.training, False, True)
+            else:
+                x, h, c = torch.lstm(x, sizes, hx, weights, lstm.bias, 1, 0.0, lstm.training, False)
+        hs.append(h.view(h.shape[-2:]))
+        cs.append(c.view(c.shape[-2:]))
+    if own and batch_first:
+        x = x.view(steps, batch, -1).transpose(0, 1)
+    return x, (torch.stack(hs), torch.stack(cs))
 
 
 class FastDropout(nn.Dropout):

@@ -80,10 +80,32 @@ class EpochReport:
 def make_optimizer(model: nn.Module, spec: OptimSpec) -> torch.optim.Optimizer:
     """Adam or plain SGD (the paper's) over the model's parameters at spec.lr."""
     if spec.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=spec.lr)
+        return adam(model.parameters(), spec.lr)
     if spec.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=spec.lr)
     raise ValueError(f"unknown optimizer {spec.optimizer!r} (adam or sgd)")
+
+
+def adam(parameters: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """Adam with its fused kernel (one pass over each parameter per step: 4.5x faster than the
+    default for-loop on the seeds' model on a 2-core CPU, benchmarks/README.md) where a probe
+    step of it runs on the parameters' devices and dtypes; the default implementation elsewhere
+    (torch checks the fused kernel's support only at the first step)."""
+    params = list(parameters)
+    if _fused_adam_runs(params):
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    return torch.optim.Adam(params, lr=lr)
+
+
+def _fused_adam_runs(params: list[nn.Parameter]) -> bool:
+    for device, dtype in {(p.device, p.dtype) for p in params}:
+        probe = nn.Parameter(torch.zeros(2, device=device, dtype=dtype))
+        probe.grad = torch.ones_like(probe)
+        try:
+            torch.optim.Adam([probe], fused=True).step()
+        except (RuntimeError, NotImplementedError):
+            return False
+    return True
 
 
 def lr_for_epoch(spec: OptimSpec, epoch: int) -> float:

@@ -211,3 +211,54 @@ def test_fast_dropout_is_unbiased_seeded_and_masks_the_gradient(p: float) -> Non
     torch.testing.assert_close(x.grad, y.detach())  # gradient = mask * scale
     drop.eval()
     assert drop(x) is x
+
+
+@pytest.mark.parametrize("ratio", [1.0, 0.5])
+def test_own_lstm_backward_equals_nn_lstm_in_the_model(monkeypatch, ratio: float) -> None:
+    """The CPU training step's LSTM layers (seq2seq.lstm, model.OWN_BACKWARD) give nn.LSTM's
+    loss and gradients, through the packed encoder and the decoder's segments alike."""
+    import seq2seq.model as model_module
+
+    g = torch.Generator().manual_seed(5)
+    n = 16
+    src = [torch.randint(4, V_SRC, (1 + k % 7,), generator=g).tolist() for k in range(n)]
+    tgt = [torch.randint(4, V_TGT, ((k * 5) % 9,), generator=g).tolist() for k in range(n)]
+    b = ParallelCorpus.from_lists(src, tgt).collate(torch.arange(n).numpy())
+    mask = torch.rand(b.tgt.shape[1] - 1, generator=g) < ratio
+    mask[0] = True
+    model = _model(seed=4)
+    results = []
+    for own in (True, False):
+        monkeypatch.setattr(model_module, "OWN_BACKWARD", own)
+        assert model_module._own_backward(b.src.double()) is own
+        model.zero_grad()
+        loss, _ = model(b.src, b.src_lens, b.tgt, b.tgt_lens, mask)
+        loss.backward()
+        results.append((loss.detach(), _grads(model)))
+    (loss_own, grads_own), (loss_nn, grads_nn) = results
+    torch.testing.assert_close(loss_own, loss_nn, rtol=1e-12, atol=1e-12)
+    for got, want in zip(grads_own, grads_nn, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_dropout_between_lstm_layers_is_drawn_by_fast_dropout(monkeypatch) -> None:
+    """In training on the CPU the stacked LSTMs run layer by layer and the model's FastDropout
+    draws the dropout between their layers (nn.LSTM's own inter-layer dropout never runs)."""
+    model = _model(dropout=0.5, seed=2).float()
+    calls: list[tuple[int, ...]] = []
+    original = FastDropout.forward
+
+    def spy(self, x):
+        calls.append(tuple(x.shape))
+        return original(self, x)
+
+    monkeypatch.setattr(FastDropout, "forward", spy)
+    b = _batch(seed=1, n=4)
+    mask = torch.ones(b.tgt.shape[1] - 1, dtype=torch.bool)
+    model(b.src, b.src_lens, b.tgt, b.tgt_lens, mask)[0].backward()
+    hidden = model.args["hidden_dim"]
+    between = [s for s in calls if s[-1] == hidden]  # inputs of the second layer
+    src_tokens = int(b.src_lens.sum())
+    assert (src_tokens, hidden) in between  # the packed encoder's first layer's output
+    assert len(between) >= 2  # and the decoder's
+    assert model.encoder.dropout == 0.5  # nn.LSTM still holds p (checkpoints rebuild from it)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from torch import nn
 
 from seq2seq.batching import ParallelCorpus, iterate_batches
 from seq2seq.model import Seq2Seq
@@ -211,3 +212,20 @@ def test_label_smoothing_trains_on_the_smoothed_loss_and_validates_plain_nll() -
     again = evaluate_loss(model, batches, autocast=False)
     assert smooth[0].valid is not None
     assert smooth[0].valid.loss == pytest.approx(again.loss, rel=1e-9)  # plain NLL, unsmoothed
+
+
+def test_adam_is_fused_where_torch_has_the_kernel_and_plain_elsewhere() -> None:
+    from seq2seq.training import adam
+
+    real = nn.Parameter(torch.ones(3))
+    optimizer = adam([real], 0.1)
+    assert optimizer.param_groups[0]["fused"] is True
+    real.grad = torch.ones(3)
+    optimizer.step()
+    torch.testing.assert_close(real.detach(), torch.full((3,), 0.9))  # Adam's first step: lr
+    complex_param = nn.Parameter(torch.ones(3, dtype=torch.complex64))  # no fused kernel
+    optimizer = adam([complex_param], 0.1)
+    assert not optimizer.param_groups[0]["fused"]
+    complex_param.grad = torch.ones(3, dtype=torch.complex64)
+    optimizer.step()  # the default implementation trains it
+    assert not torch.equal(complex_param.detach(), torch.ones(3, dtype=torch.complex64))
