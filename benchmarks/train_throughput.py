@@ -14,6 +14,7 @@ kernels do (a probe); elsewhere the JSON line says why they were skipped.
 
     python benchmarks/train_throughput.py --quick             # timed steps only
     python benchmarks/train_throughput.py                     # + one epoch each (about 25 min)
+    python benchmarks/train_throughput.py --no-bf16           # fp32 only (bf16 slower here)
 
 Prints one JSON line.
 """
@@ -120,13 +121,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--pool", type=int, default=3, help="batches per length-sorting pool")
     ap.add_argument("--quick", "--steps-only", action="store_true", help="timed steps only")
+    ap.add_argument("--no-bf16", action="store_true", help="no bf16 rounds even where they run")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     train, val, v_src, v_tgt = build(args.data, "de", "en")
     # bf16 rounds only where bf16 kernels really run (a probe); elsewhere they are skipped with
     # a note in the JSON line instead of crashing after the fp32 figures were measured.
     bf16_skip = bf16_problem("cpu")
-    modes = (("fp32", False),) if bf16_skip else (("fp32", False), ("bf16", True))
+    modes = (("fp32", False),) if bf16_skip or args.no_bf16 else (("fp32", False), ("bf16", True))
     rows: dict[str, list[float]] = {"ref": [], **{name: [] for name, _ in modes}}
     for _ in range(args.rounds):
         rows["ref"].append(run_reference(args, ["--steps", str(args.steps)])["tok_per_s"])
@@ -143,7 +145,9 @@ def main() -> None:
         "bf16_tok_s": med.get("bf16"),
         "ratio_fp32": med["fp32"] / med["ref"],
         "ratio_bf16": med["bf16"] / med["ref"] if "bf16" in med else None,
-        "bf16_skipped": f"no bf16 LSTM kernels on this CPU: {bf16_skip}" if bf16_skip else None,
+        "bf16_skipped": f"no bf16 LSTM kernels on this CPU: {bf16_skip}"
+        if bf16_skip
+        else ("--no-bf16" if args.no_bf16 else None),
         "rounds": rows,
         "steps": args.steps,
         "threads": args.threads,
