@@ -419,6 +419,23 @@ def _worker_groups() -> list:
     ]
 
 
+TRAIN_ACTORS = ("TrainController", "RayTrainWorker")  # Ray Train 2.60's actor classes
+
+
+def live_train_actors() -> int | None:
+    """How many of this job's Ray Train controllers and workers are not dead yet; None when
+    the state API does not answer."""
+    import ray
+    from ray.util.state import list_actors
+
+    job = ray.get_runtime_context().get_job_id()
+    try:
+        actors = list_actors(filters=[("state", "!=", "DEAD")], **STATE_API)
+    except Exception:  # no state API (no dashboard), or it timed out
+        return None
+    return sum(a.job_id == job and a.class_name in TRAIN_ACTORS for a in actors)
+
+
 def held_worker_groups() -> int | None:
     """How many of this job's worker placement groups are still held; None when the state API
     does not answer."""
@@ -472,14 +489,19 @@ def janitor_callback(runs_root: str) -> Any:
             self.free()
 
         def on_experiment_end(self, trials: list, **_: Any) -> None:
-            """Trials stopped at the end may still be tearing their worker groups down: free
-            what they leave until none is held, for at most END_SETTLE_S."""
+            """Trials stopped at the end may still be tearing their worker groups down, and a
+            Train controller that sees its workers die first may place a new group before it
+            dies itself: free what they leave until no controller or worker of this job is
+            alive and no group is held, for at most END_SETTLE_S."""
             deadline = time.monotonic() + END_SETTLE_S
             while True:
                 self.free()
                 self.free_orphans(0.0)
+                alive = live_train_actors()  # first: a group placed before they died shows next
                 held = held_worker_groups()
-                if not held or time.monotonic() >= deadline:
+                if held is None or alive is None:  # no state API: nothing more to learn
+                    return
+                if (alive == 0 and held == 0) or time.monotonic() >= deadline:
                     return
                 time.sleep(1.0)
 

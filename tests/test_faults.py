@@ -367,6 +367,13 @@ print("PLACEMENT_GROUPS " + json.dumps({k: pg["state"] for k, pg in table.items(
 print("HELD " + json.dumps(held(table)))
 print("BUNDLES " + json.dumps({k: pg["bundles"] for k, pg in table.items()
                                if pg["state"] != "REMOVED"}, default=str))
+from ray.util.state import list_actors
+try:
+    actors = {k: [f"{a.class_name} {a.state}" for a in list_actors(
+        filters=[("placement_group_id", "=", k)], timeout=5)] for k in held(table)}
+except Exception as e:  # the state API did not answer
+    actors = {"error": repr(e)}
+print("ACTORS " + json.dumps(actors))  # what each held group still runs, if anything
 ray.shutdown()
 """
 
@@ -385,7 +392,7 @@ def test_many_trials_two_at_a_time_log_every_epoch_once(tmp_path: Path) -> None:
     lines = log.read_text().splitlines()
     groups = json.loads(next(x for x in lines if x.startswith("PLACEMENT_GROUPS "))[17:])
     held = json.loads(next(x for x in lines if x.startswith("HELD "))[5:])
-    assert groups and held == {}, [x for x in lines if x.startswith("BUNDLES ")]
+    assert groups and held == {}, [x for x in lines if x.startswith(("BUNDLES ", "ACTORS "))]
     recorded = (project / "ray_results" / "sweep_runs").glob(f"*/{raycluster.GROUPS_DIR}/*")
     ids = {i for f in recorded for i in f.read_text().split()}
     assert len(ids) >= 6 and all(groups.get(i) == "REMOVED" for i in ids), (ids, groups)
@@ -477,7 +484,22 @@ time.sleep(2.5)
 second = raycluster.free_orphan_groups(seen, grace_s=2.0)
 time.sleep(1)
 states = [ray.util.placement_group_table(g)["state"] for g in (orphan, used, token)]
-print("RESULT " + json.dumps([first, second, states, sorted(seen)]))
+
+@ray.remote(num_cpus=0)
+class RayTrainWorker:  # named as Ray Train's workers are
+    def ping(self):
+        return 1
+
+train_worker = RayTrainWorker.remote()
+ray.get(train_worker.ping.remote())
+alive = raycluster.live_train_actors()  # Worker above is not Train's: not counted
+ray.kill(train_worker)
+for _ in range(40):
+    if raycluster.live_train_actors() == 0:
+        break
+    time.sleep(0.25)
+alive = [alive, raycluster.live_train_actors()]
+print("RESULT " + json.dumps([first, second, states, sorted(seen), alive]))
 """
 
 
@@ -494,7 +516,43 @@ def test_a_group_no_actor_uses_is_freed_after_its_grace_and_live_ones_stay(
     )  # fmt: skip
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     assert line, proc.stderr[-3000:]
-    assert json.loads(line.split(" ", 1)[1]) == [0, 1, ["REMOVED", "CREATED", "CREATED"], []]
+    result = json.loads(line.split(" ", 1)[1])
+    assert result == [0, 1, ["REMOVED", "CREATED", "CREATED"], [], [1, 0]]
+
+
+def _janitor_at_the_end(
+    monkeypatch: pytest.MonkeyPatch, alive: list[int | None], held: list[int | None]
+) -> list[str]:
+    """Run the janitor's end of sweep on scripted state-API answers; what it called, in order."""
+    calls: list[str] = []
+    answers = {"alive": iter(alive), "held": iter(held)}
+
+    def answer(name: str) -> int | None:
+        calls.append(name)
+        return next(answers[name])
+
+    monkeypatch.setattr(raycluster, "live_train_actors", lambda: answer("alive"))
+    monkeypatch.setattr(raycluster, "held_worker_groups", lambda: answer("held"))
+    monkeypatch.setattr(raycluster, "free_orphan_groups", lambda seen, grace_s: calls.append(
+        f"free_orphans {grace_s}"))  # fmt: skip
+    monkeypatch.setattr(raycluster.time, "sleep", lambda s: calls.append("sleep"))
+    raycluster.janitor_callback("/nowhere").on_experiment_end(trials=[])
+    return calls
+
+
+def test_the_janitor_waits_at_the_end_until_no_train_actor_lives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No group held is not enough at a sweep's end: a dying Train controller whose workers
+    died first places a new group; the janitor frees groups until no controller or worker of
+    the job lives and none is held (CI once found such a group CREATED after the sweep)."""
+    calls = _janitor_at_the_end(monkeypatch, alive=[1, 0, 0], held=[0, 1, 0])
+    rounds = ["free_orphans 0.0", "alive", "held"]
+    assert calls == rounds + ["sleep"] + rounds + ["sleep"] + rounds
+    # no state API: it stops asking at once; past END_SETTLE_S it gives up
+    assert _janitor_at_the_end(monkeypatch, alive=[None], held=[1]) == rounds
+    monkeypatch.setattr(raycluster, "END_SETTLE_S", 0.0)
+    assert _janitor_at_the_end(monkeypatch, alive=[1], held=[1]) == rounds
 
 
 def test_each_trial_records_its_groups_in_its_own_file() -> None:
