@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from seq2seq.loss import linear_cross_entropy
 from seq2seq.lstm import packed_lstm_layer
 from seq2seq.vocab import PAD
 
@@ -147,28 +148,31 @@ class Seq2Seq(nn.Module):
         if plan.order is not None:  # longest target first: a segment's live rows are a prefix
             tgt = tgt.index_select(0, plan.order)
             h, c = h.index_select(1, plan.order), c.index_select(1, plan.order)
-        outs, end_logits = self._decode_segments((h, c), tgt, plan)
-        hidden = outs.reshape(-1, outs.shape[-1]).index_select(0, plan.flat_idx)  # (N, H)
-        logits = self.out(self.dropout(hidden))  # (N, V)
-        gold = tgt[:, 1:].reshape(-1).index_select(0, plan.flat_idx)  # (N,)
         ls = label_smoothing
-        loss = F.cross_entropy(_at_least_fp32(logits), gold, reduction="sum", label_smoothing=ls)
-        if end_logits:
-            stacked = _at_least_fp32(torch.cat(end_logits))  # (sum of live rows, V)
-            gold_end = tgt.reshape(-1).index_select(0, plan.end_gold_idx)  # PAD past a sentence
-            loss = loss + F.cross_entropy(
-                stacked, gold_end, ignore_index=PAD, reduction="sum", label_smoothing=ls
-            )
+        fused = _own_backward(self.out.weight)  # the output layer and its loss in one function
+        outs, loss = self._decode_segments((h, c), tgt, plan, ls, fused)
+        hidden = outs.reshape(-1, outs.shape[-1]).index_select(0, plan.flat_idx)  # (N, H)
+        gold = tgt[:, 1:].reshape(-1).index_select(0, plan.flat_idx)  # (N,)
+        if fused:
+            w, b = self.out.weight, self.out.bias
+            loss = loss + linear_cross_entropy(self.dropout(hidden), w, b, gold, ls)[0]
+        else:
+            logits = _at_least_fp32(self.out(self.dropout(hidden)))  # (N, V)
+            loss = loss + F.cross_entropy(logits, gold, reduction="sum", label_smoothing=ls)
         return loss, plan.n_tokens
 
-    def _decode_segments(self, state: State, tgt: Tensor, plan: _StepPlan) -> tuple[Tensor, list]:
+    def _decode_segments(
+        self, state: State, tgt: Tensor, plan: _StepPlan, ls: float, fused: bool
+    ) -> tuple[Tensor, Tensor]:
         """Run the decoder segment by segment on each segment's live rows -> outputs (B, T-1, H)
-        (zero where a row had finished) and the segment-end logits (live rows, V) whose argmax
-        became the next segment's first input."""
+        (zero where a row had finished) and the summed cross-entropy (label smoothing `ls`) of
+        the segment-end logits (live rows, V) whose argmax became the next segment's first
+        input; `fused`: through linear_cross_entropy."""
         emb = self.dropout(self.tgt_emb(tgt[:, :-1]))  # (B, T-1, E) reference inputs
         batch = tgt.shape[0]
         outs: list[Tensor] = []
         end_logits: list[Tensor] = []
+        end_loss = emb.new_zeros((), dtype=torch.promote_types(emb.dtype, torch.float32))
         pred = tgt[:, 0]  # replaced by each segment end's argmax before a free segment reads it
         h, c = state
         for (start, stop), live, free in zip(plan.segments, plan.live, plan.free, strict=True):
@@ -181,10 +185,22 @@ class Seq2Seq(nn.Module):
             if stop < plan.steps and plan.free[len(outs)]:  # the next segment starts
                 # free-running: it needs this step's argmax (a cut inside a teacher-forced run,
                 # or the last segment, needs none)
-                logits = self.out(self.dropout(out[:, -1]))  # (live, V)
-                end_logits.append(logits)
-                pred = logits.argmax(-1)  # stays on the device; argmax has no gradient
-        return torch.cat(outs, dim=1), end_logits
+                last = self.dropout(out[:, -1])  # (live, H)
+                if fused:  # gold: the next token, PAD past a sentence's end
+                    w, b = self.out.weight, self.out.bias
+                    term, pred = linear_cross_entropy(last, w, b, tgt[:live, stop], ls, PAD, True)
+                    end_loss = end_loss + term
+                else:
+                    logits = self.out(last)  # (live, V)
+                    end_logits.append(logits)
+                    pred = logits.argmax(-1)  # stays on the device; argmax has no gradient
+        if end_logits:
+            stacked = _at_least_fp32(torch.cat(end_logits))  # (sum of live rows, V)
+            gold_end = tgt.reshape(-1).index_select(0, plan.end_gold_idx)  # PAD past a sentence
+            end_loss = end_loss + F.cross_entropy(
+                stacked, gold_end, ignore_index=PAD, reduction="sum", label_smoothing=ls
+            )
+        return torch.cat(outs, dim=1), end_loss
 
     def _decoder(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """self.decoder(x, state) (batch-first), on the CPU's training path layer by layer."""

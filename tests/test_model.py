@@ -213,10 +213,13 @@ def test_fast_dropout_is_unbiased_seeded_and_masks_the_gradient(p: float) -> Non
     assert drop(x) is x
 
 
-@pytest.mark.parametrize("ratio", [1.0, 0.5])
-def test_own_lstm_backward_equals_nn_lstm_in_the_model(monkeypatch, ratio: float) -> None:
-    """The CPU training step's LSTM layers (seq2seq.lstm, model.OWN_BACKWARD) give nn.LSTM's
-    loss and gradients, through the packed encoder and the decoder's segments alike."""
+@pytest.mark.parametrize(("ratio", "ls"), [(1.0, 0.0), (0.5, 0.0), (0.5, 0.1)])
+def test_own_lstm_backward_equals_nn_lstm_in_the_model(
+    monkeypatch, ratio: float, ls: float
+) -> None:
+    """The CPU training step's LSTM layers (seq2seq.lstm) and output layer with its loss
+    (seq2seq.loss; both model.OWN_BACKWARD) give nn.LSTM's and F.cross_entropy's loss and
+    gradients, through the packed encoder, the decoder's segments and their ends alike."""
     import seq2seq.model as model_module
 
     g = torch.Generator().manual_seed(5)
@@ -232,7 +235,7 @@ def test_own_lstm_backward_equals_nn_lstm_in_the_model(monkeypatch, ratio: float
         monkeypatch.setattr(model_module, "OWN_BACKWARD", own)
         assert model_module._own_backward(b.src.double()) is own
         model.zero_grad()
-        loss, _ = model(b.src, b.src_lens, b.tgt, b.tgt_lens, mask)
+        loss, _ = model(b.src, b.src_lens, b.tgt, b.tgt_lens, mask, label_smoothing=ls)
         loss.backward()
         results.append((loss.detach(), _grads(model)))
     (loss_own, grads_own), (loss_nn, grads_nn) = results

@@ -1,0 +1,107 @@
+"""The output layer and its cross-entropy in one autograd function, for the CPU training step.
+
+`F.cross_entropy(F.linear(x, W, b), gold)` makes three (N, V) tensors besides the logits (the
+log-softmax, the gradient of the NLL and that of the log-softmax), each a fresh allocation and
+a pass over memory; at Multi30k's sizes (N ~ 1,700 target tokens, V ~ 6,000 words) they cost
+about a fifth of the output layer's time on a 2-core CPU. `linear_cross_entropy` turns the
+logits into the softmax in place and keeps only that: the gradient of the logits is the softmax
+minus the one-hot target (minus the uniform share under label smoothing), so the backward feeds
+the softmax to the two matrix products as it is and applies the one-hot and uniform terms as a
+row gather and index-add, and a rank-one correction. The maths is F.cross_entropy's with
+reduction "sum", `label_smoothing` and `ignore_index` (tests/test_loss.py checks it in fp64).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        gold: Tensor,
+        label_smoothing: float,
+        ignore_index: int,
+        argmax: bool,
+    ) -> tuple[Tensor, Tensor]:
+        z = x @ weight.t() if bias is None else torch.addmm(bias, x, weight.t())  # (N, V)
+        keep = gold != ignore_index
+        idx = gold.masked_fill(~keep, 0)
+        pred = z.argmax(1) if argmax else gold.new_empty(0)
+        z_gold = z.gather(1, idx.unsqueeze(1)).squeeze(1)
+        z_mean = z.mean(1) if label_smoothing else None
+        top = z.amax(1, keepdim=True)
+        z.sub_(top).exp_()
+        total = z.sum(1, keepdim=True)
+        z.div_(total)  # the softmax, in the logits' memory
+        lse = (total.log_() + top).squeeze(1)
+        nll = lse - z_gold
+        if z_mean is not None:
+            nll = (1 - label_smoothing) * nll + label_smoothing * (lse - z_mean)
+        all_kept = bool(keep.all())
+        if not all_kept:
+            z.masked_fill_(~keep.unsqueeze(1), 0)  # ignored rows: no gradient
+            nll = nll.masked_fill(~keep, 0)
+        ctx.save_for_backward(x, weight, z, idx, keep)
+        ctx.label_smoothing = label_smoothing
+        ctx.has_bias = bias is not None
+        ctx.mark_non_differentiable(pred)
+        return nll.sum(), pred
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor, _: Any) -> tuple[Tensor | None, ...]:
+        x, weight, p, idx, keep = ctx.saved_tensors
+        ls, vocab = ctx.label_smoothing, p.shape[1]
+        # d loss / d z = p - (1 - ls) * onehot(gold) - ls / V on kept rows: p goes to the
+        # products as it is; the other two terms are a gather / index-add and a rank-one term.
+        hot = keep.to(x.dtype) * (1 - ls)  # (N,) the one-hot's weight per row
+        uniform = keep.to(x.dtype) * (ls / vocab)  # (N,) the uniform term's per row
+        scale = grad.to(x.dtype)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = p @ weight
+            grad_x.sub_(weight.index_select(0, idx) * hot.unsqueeze(1))
+            if ls:
+                grad_x.sub_(torch.outer(uniform, weight.sum(0)))
+            grad_x.mul_(scale)
+        if ctx.needs_input_grad[1]:
+            grad_w = p.t() @ x
+            grad_w.index_add_(0, idx, x * hot.unsqueeze(1), alpha=-1)
+            if ls:
+                grad_w.sub_(uniform @ x)
+            grad_w.mul_(scale)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = p.sum(0)
+            grad_b.index_add_(0, idx, hot, alpha=-1)
+            if ls:
+                grad_b.sub_(uniform.sum())
+            grad_b.mul_(scale)
+        return grad_x, grad_w, grad_b, None, None, None, None
+
+
+def linear_cross_entropy(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    gold: Tensor,
+    label_smoothing: float = 0.0,
+    ignore_index: int = -100,
+    argmax: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Summed cross-entropy of the logits x @ weight.T + bias (N, V) against `gold` (N,), as
+    F.cross_entropy(..., reduction="sum", label_smoothing, ignore_index), and with `argmax` the
+    logits' argmax (N,) (no gradient; else an empty tensor). x (N, H) and weight (V, H) float;
+    rows whose gold is `ignore_index` add nothing. Keeps one (N, V) tensor for the backward
+    instead of four."""
+    args = (x, weight, bias, gold, label_smoothing, ignore_index, argmax)
+    loss, pred = _LinearCrossEntropy.apply(*args)
+    return loss, pred
