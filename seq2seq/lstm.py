@@ -78,47 +78,60 @@ class _PackedLSTMLayer(torch.autograd.Function):
                 c_n[nxt:size] = c[nxt:]
             start = stop
         ctx.sizes = sizes
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, acts, cells, tanh_cells, out)
         return out, h_n, c_n
 
     @staticmethod
-    def backward(ctx: Any, d_out: Tensor, d_hn: Tensor, d_cn: Tensor):
+    def backward(ctx: Any, d_out: Tensor | None, d_hn: Tensor | None, d_cn: Tensor | None):
+        # gradients autograd has none for (an encoder's outputs, a decoder's final state) come
+        # as None, not as zero-filled tensors (set_materialize_grads(False) in forward)
         x, h0, c0, w_ih, w_hh, acts, cells, tanh_cells, out = ctx.saved_tensors
         sizes: list[int] = ctx.sizes
-        hidden = w_hh.shape[1]
-        # the nonlinearities' derivatives at every step at once: a(1-a) for the sigmoid gates,
-        # 1-g^2 for the tanh gate, 1-tanh(c)^2 for the cell's tanh
-        d_act = (acts * (1 - acts)).view(-1, 4, hidden)
-        g_all = acts.view(-1, 4, hidden)[:, 2]
-        d_act[:, 2] = 1 - g_all * g_all
-        d_tanh = 1 - tanh_cells * tanh_cells
-        d_gates = torch.empty_like(acts)
-        dh = d_hn.clone()  # a row's state gradient enters at its last step, untouched till then
-        dc = d_cn.clone()
+        n, hidden = acts.shape[0], w_hh.shape[1]
         starts = [0]
         for size in sizes[:-1]:
             starts.append(starts[-1] + size)
+
+        def previous(first: Tensor, seq: Tensor) -> Tensor:  # each packed row's step before
+            rows = [seq[starts[t - 1] : starts[t - 1] + sizes[t]] for t in range(1, len(sizes))]
+            return torch.cat([first[: sizes[0]], *rows])
+
+        # Every factor that does not depend on the recurrent gradient, at all steps at once:
+        # d gates = (dc * [g i', c_prev f', i g'], dh * tanh(c) o') with the derivatives
+        # a' = a(1-a) of the sigmoid gates and g' = 1-g^2; dc = dc_next + dh * o (1-tanh(c)^2)
+        i, f, g, o = acts.view(n, 4, hidden).unbind(1)
+        by_dc = acts.new_empty(n, 3, hidden)
+        torch.mul(g, i * (1 - i), out=by_dc[:, 0])
+        torch.mul(previous(c0, cells), f * (1 - f), out=by_dc[:, 1])
+        torch.mul(i, 1 - g * g, out=by_dc[:, 2])
+        by_dh = tanh_cells * (o * (1 - o))  # for the o gate
+        into_dc = o * (1 - tanh_cells * tanh_cells)
+        d_gates = torch.empty_like(acts)
+        dg_all = d_gates.view(n, 4, hidden)
+        dh = acts.new_zeros(sizes[0], hidden) if d_hn is None else d_hn.clone()
+        dc = acts.new_zeros(sizes[0], hidden) if d_cn is None else d_cn.clone()
+        # dh[:size] holds the gradient of step t's output h_t on entering step t: d_hn for a
+        # row's last step, else step t+1's recurrent product; plus d_out of step t
+        if d_out is not None:
+            dh[: sizes[-1]] += d_out[starts[-1] :]
         for t in range(len(sizes) - 1, -1, -1):
             size, start = sizes[t], starts[t]
             stop = start + size
-            c_prev = c0[:size] if t == 0 else cells[starts[t - 1] : starts[t - 1] + size]
-            i, f, g, o = acts[start:stop].view(size, 4, hidden).unbind(1)
-            dh_t = d_out[start:stop] + dh[:size]
-            dc_t = torch.addcmul(dc[:size], dh_t * o, d_tanh[start:stop])
-            dg = d_gates[start:stop].view(size, 4, hidden)
-            torch.mul(dc_t, g, out=dg[:, 0])
-            torch.mul(dc_t, c_prev, out=dg[:, 1])
-            torch.mul(dc_t, i, out=dg[:, 2])
-            torch.mul(dh_t, tanh_cells[start:stop], out=dg[:, 3])
-            dg.mul_(d_act[start:stop])
-            torch.mm(d_gates[start:stop], w_hh, out=dh[:size])
-            torch.mul(dc_t, f, out=dc[:size])
-        # the previous hidden state of every packed row: h0 for step 0, else the step before's
-        h_prev = torch.cat(
-            [h0[: sizes[0]]]
-            + [out[starts[t - 1] : starts[t - 1] + sizes[t]] for t in range(1, len(sizes))]
-        )
-        d_w_hh = d_gates.t().mm(h_prev)
+            dh_t, dc_t = dh[:size], dc[:size]
+            dc_t.addcmul_(dh_t, into_dc[start:stop])
+            dg = dg_all[start:stop]
+            torch.mul(dc_t.unsqueeze(1), by_dc[start:stop], out=dg[:, :3])
+            torch.mul(dh_t, by_dh[start:stop], out=dg[:, 3])
+            dc_t.mul_(f[start:stop])  # into step t-1's cell (rows ending there hold d_cn)
+            if t == 0 or d_out is None:
+                torch.mm(d_gates[start:stop], w_hh, out=dh_t)
+                continue
+            prev, before = starts[t - 1], sizes[t - 1]
+            torch.addmm(d_out[prev : prev + size], d_gates[start:stop], w_hh, out=dh_t)
+            if before > size:  # rows whose last step is t-1: d_hn (kept in dh) + d_out
+                dh[size:before] += d_out[prev + size : prev + before]
+        d_w_hh = d_gates.t().mm(previous(h0, out))
         d_w_ih = d_gates.t().mm(x)
         d_b = d_gates.sum(0)
         d_x = d_gates.mm(w_ih) if ctx.needs_input_grad[0] else None
