@@ -429,11 +429,11 @@ def live_train_actors() -> int | None:
     from ray.util.state import list_actors
 
     job = ray.get_runtime_context().get_job_id()
-    try:
-        actors = list_actors(filters=[("state", "!=", "DEAD")], **STATE_API)
+    try:  # filtered by the state API
+        actors = list_actors(filters=[("state", "!=", "DEAD"), ("job_id", "=", job)], **STATE_API)
     except Exception:  # no state API (no dashboard), or it timed out
         return None
-    return sum(a.job_id == job and a.class_name in TRAIN_ACTORS for a in actors)
+    return sum(a.class_name in TRAIN_ACTORS for a in actors)
 
 
 def held_worker_groups() -> int | None:

@@ -46,8 +46,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         nll = lse - z_gold
         if z_mean is not None:
             nll = (1 - label_smoothing) * nll + label_smoothing * (lse - z_mean)
-        all_kept = bool(keep.all())
-        if not all_kept:
+        if not bool(keep.all()):
             z.masked_fill_(~keep.unsqueeze(1), 0)  # ignored rows: no gradient
             nll = nll.masked_fill(~keep, 0)
         ctx.save_for_backward(x, weight, z, idx, keep)

@@ -49,7 +49,7 @@ def test_gradcheck_with_smoothing_and_ignored_rows() -> None:
     )
 
 
-def test_only_the_inputs_that_need_it_get_a_gradient() -> None:
+def test_bias_gradient_with_a_frozen_weight_is_softmax_minus_gold_counts() -> None:
     x, w, b, gold = _inputs(9, True, False)
     frozen = w.detach()
     loss, _ = linear_cross_entropy(x, frozen, b, gold)
