@@ -402,14 +402,16 @@ def free_orphan_groups(first_seen: dict[str, float], grace_s: float) -> int | No
 STATE_API: Any = {"detail": True, "timeout": 5, "raise_on_missing_output": False}
 
 
-def _worker_groups() -> list:
-    """This job's CREATED placement groups that hold resources for workers: unnamed, and not a
-    trial driver's token group (Ray's state API; raises when it does not answer)."""
+def _worker_groups(created_only: bool = True) -> list:
+    """This job's CREATED (else: not yet removed, pending ones included) placement groups that
+    hold resources for workers: unnamed, and not a trial driver's token group (Ray's state API;
+    raises when it does not answer)."""
     import ray
     from ray.util.state import list_placement_groups
 
     job = ray.get_runtime_context().get_job_id()
-    groups = list_placement_groups(filters=[("state", "=", "CREATED")], **STATE_API)
+    state = ("state", "=", "CREATED") if created_only else ("state", "!=", "REMOVED")
+    groups = list_placement_groups(filters=[state], **STATE_API)
     return [
         g
         for g in groups
@@ -437,12 +439,32 @@ def live_train_actors() -> int | None:
 
 
 def held_worker_groups() -> int | None:
-    """How many of this job's worker placement groups are still held; None when the state API
-    does not answer."""
+    """How many of this job's worker placement groups are not removed yet (pending ones
+    included); None when the state API does not answer."""
     try:
-        return len(_worker_groups())
+        return len(_worker_groups(created_only=False))
     except Exception:  # no state API (no dashboard), or it timed out
         return None
+
+
+def free_all_worker_groups() -> int | None:
+    """Remove every worker placement group of this job that is not removed yet, whatever runs
+    in it: only right for a sweep that has ended, when no trial uses one. Pending ones too: a
+    group a dying Train controller asked for while others held the CPUs turns CREATED once they
+    are freed, and holds its CPUs until the job ends. Returns how many; None when the state API
+    does not answer."""
+    import ray
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    removed = 0
+    try:
+        for g in _worker_groups(created_only=False):
+            pg_id = ray.PlacementGroupID(bytes.fromhex(g.placement_group_id))
+            remove_placement_group(PlacementGroup(pg_id))
+            removed += 1
+    except Exception:  # no state API (no dashboard), or it timed out
+        return None
+    return removed
 
 
 GROUPS_DIR = ".worker_groups"  # under a sweep's train runs: one file of group ids per trial
@@ -457,14 +479,15 @@ ORPHAN_CHECK_S = 10.0  # the janitor looks for orphan groups this often, and fre
 # for this long (a live worker group has its actors within a second or two of being placed)
 
 
-END_SETTLE_S = 30.0  # at a sweep's end, how long the janitor waits for ended trials' groups
+END_SETTLE_S = 60.0  # at a sweep's end, how long the janitor waits for ended trials' groups
 
 
 def janitor_callback(runs_root: str) -> Any:
     """A Tune callback that frees CPUs nobody uses, so that a sweep never waits on them: before
-    each trial starts and when the sweep ends, the worker placement groups still held by trials
-    that already ended (`remove_worker_groups`); every ORPHAN_CHECK_S while it runs (and, with
-    no grace, at its end), this job's groups with no live actor (`free_orphan_groups`)."""
+    each trial starts, the worker placement groups still held by trials that already ended
+    (`remove_worker_groups`); every ORPHAN_CHECK_S while it runs, this job's groups with no
+    live actor (`free_orphan_groups`); when it ends, all of this job's worker groups
+    (`free_all_worker_groups`), until no Train actor of the job lives."""
     from ray.tune import Callback
 
     class FreeEndedTrialsGroups(Callback):
@@ -490,18 +513,27 @@ def janitor_callback(runs_root: str) -> Any:
 
         def on_experiment_end(self, trials: list, **_: Any) -> None:
             """Trials stopped at the end may still be tearing their worker groups down, and a
-            Train controller that sees its workers die first may place a new group before it
-            dies itself: free what they leave until no controller or worker of this job is
-            alive and no group is held, for at most END_SETTLE_S."""
+            Train controller that sees its workers die first may ask for a new group before it
+            dies itself (CI found one CREATED after a sweep, its worker dead): no trial runs
+            now, so remove every worker group of this job, again each second, until two rounds
+            in a row find no controller or worker of the job alive and no group to remove (the
+            state API lags), for at most END_SETTLE_S; with no state API (3 rounds unanswered),
+            only the recorded groups are freed."""
             deadline = time.monotonic() + END_SETTLE_S
+            clean = unanswered = 0
             while True:
                 self.free()
-                self.free_orphans(0.0)
-                alive = live_train_actors()  # first: a group placed before they died shows next
+                alive = live_train_actors()  # first: a group they asked for shows next
+                freed = free_all_worker_groups()
                 held = held_worker_groups()
-                if held is None or alive is None:  # no state API: nothing more to learn
-                    return
-                if (alive == 0 and held == 0) or time.monotonic() >= deadline:
+                if alive is None or freed is None or held is None:
+                    unanswered += 1
+                    clean = 0
+                else:
+                    clean = clean + 1 if alive == freed == held == 0 else 0
+                    if freed:
+                        info(f"freed {freed} placement group(s) left by ended trials")
+                if clean >= 2 or unanswered >= 3 or time.monotonic() >= deadline:
                     return
                 time.sleep(1.0)
 

@@ -499,7 +499,18 @@ for _ in range(40):
         break
     time.sleep(0.25)
 alive = [alive, raycluster.live_train_actors()]
-print("RESULT " + json.dumps([first, second, states, sorted(seen), alive]))
+
+pending = placement_group([{"CPU": 8}])  # more than the cluster has: pending for ever
+for _ in range(40):
+    if raycluster.held_worker_groups() == 2:  # used and pending (the token is no worker's)
+        break
+    time.sleep(0.25)
+held = raycluster.held_worker_groups()
+end = [held, raycluster.free_all_worker_groups()]  # a sweep's end: every worker group goes
+time.sleep(1)
+end += [ray.util.placement_group_table(g)["state"] for g in (used, pending, token)]
+end.append(raycluster.held_worker_groups())
+print("RESULT " + json.dumps([first, second, states, sorted(seen), alive, end]))
 """
 
 
@@ -509,7 +520,8 @@ def test_a_group_no_actor_uses_is_freed_after_its_grace_and_live_ones_stay(
 ) -> None:
     """A worker group's placement group whose start was abandoned holds its CPU with no actor
     in it and no recorded id: the janitor frees it once seen so for its grace period, and
-    leaves a group with a live worker and a trial driver's token group alone."""
+    leaves a group with a live worker and a trial driver's token group alone (until the sweep
+    ends: then every worker group goes, pending ones too, and the token group stays)."""
     proc = subprocess.run(
         [sys.executable, "-c", ORPHAN_SCRIPT],
         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300,
@@ -517,42 +529,53 @@ def test_a_group_no_actor_uses_is_freed_after_its_grace_and_live_ones_stay(
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     assert line, proc.stderr[-3000:]
     result = json.loads(line.split(" ", 1)[1])
-    assert result == [0, 1, ["REMOVED", "CREATED", "CREATED"], [], [1, 0]]
+    assert result[:5] == [0, 1, ["REMOVED", "CREATED", "CREATED"], [], [1, 0]]
+    # at a sweep's end every worker group goes, the pending one too; the token group stays
+    assert result[5] == [2, 2, "REMOVED", "REMOVED", "CREATED", 0]
 
 
 def _janitor_at_the_end(
-    monkeypatch: pytest.MonkeyPatch, alive: list[int | None], held: list[int | None]
+    monkeypatch: pytest.MonkeyPatch,
+    alive: list[int | None],
+    freed: list[int | None],
+    held: list[int | None],
 ) -> list[str]:
-    """Run the janitor's end of sweep on scripted state-API answers; what it called, in order."""
+    """Run the janitor's end of sweep on scripted state-API answers; what it called, in order
+    (an answer list's last item repeats)."""
     calls: list[str] = []
-    answers = {"alive": iter(alive), "held": iter(held)}
+    answers = {"alive": alive, "freed": freed, "held": held}
+    asked = dict.fromkeys(answers, 0)
 
     def answer(name: str) -> int | None:
         calls.append(name)
-        return next(answers[name])
+        asked[name] += 1
+        return answers[name][min(asked[name], len(answers[name])) - 1]
 
     monkeypatch.setattr(raycluster, "live_train_actors", lambda: answer("alive"))
+    monkeypatch.setattr(raycluster, "free_all_worker_groups", lambda: answer("freed"))
     monkeypatch.setattr(raycluster, "held_worker_groups", lambda: answer("held"))
-    monkeypatch.setattr(raycluster, "free_orphan_groups", lambda seen, grace_s: calls.append(
-        f"free_orphans {grace_s}"))  # fmt: skip
     monkeypatch.setattr(raycluster.time, "sleep", lambda s: calls.append("sleep"))
     raycluster.janitor_callback("/nowhere").on_experiment_end(trials=[])
     return calls
 
 
-def test_the_janitor_waits_at_the_end_until_no_train_actor_lives(
+def test_the_janitor_frees_every_group_at_the_end_until_no_train_actor_lives(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """No group held is not enough at a sweep's end: a dying Train controller whose workers
-    died first places a new group; the janitor frees groups until no controller or worker of
-    the job lives and none is held (CI once found such a group CREATED after the sweep)."""
-    calls = _janitor_at_the_end(monkeypatch, alive=[1, 0, 0], held=[0, 1, 0])
-    rounds = ["free_orphans 0.0", "alive", "held"]
-    assert calls == rounds + ["sleep"] + rounds + ["sleep"] + rounds
-    # no state API: it stops asking at once; past END_SETTLE_S it gives up
-    assert _janitor_at_the_end(monkeypatch, alive=[None], held=[1]) == rounds
+    """At a sweep's end a dying Train controller whose workers died first may ask for a new
+    group (CI found one CREATED after a sweep, its worker dead): the janitor removes every
+    worker group of the job until two rounds in a row find no Train actor alive and nothing to
+    remove; a round that frees something, or sees an actor alive, starts the count again."""
+    one = ["alive", "freed", "held"]
+    calls = _janitor_at_the_end(monkeypatch, alive=[1, 0, 0, 0, 0], freed=[0, 0, 1, 0], held=[0])
+    assert calls == (one + ["sleep"]) * 4 + one  # rounds 1 (alive) and 3 (freed) are not clean
+    assert _janitor_at_the_end(monkeypatch, alive=[0], freed=[0], held=[0]) == one + ["sleep"] + one
+    # the state API unanswered 3 rounds: stop asking; past END_SETTLE_S: give up
+    assert _janitor_at_the_end(monkeypatch, alive=[None], freed=[1], held=[1]) == (
+        one + ["sleep"] + one + ["sleep"] + one
+    )
     monkeypatch.setattr(raycluster, "END_SETTLE_S", 0.0)
-    assert _janitor_at_the_end(monkeypatch, alive=[1], held=[1]) == rounds
+    assert _janitor_at_the_end(monkeypatch, alive=[1], freed=[1], held=[1]) == one
 
 
 def test_each_trial_records_its_groups_in_its_own_file() -> None:
