@@ -517,15 +517,17 @@ def janitor_callback(runs_root: str) -> Any:
             dies itself (CI found one CREATED after a sweep, its worker dead): no trial runs
             now, so remove every worker group of this job, again each second, until two rounds
             in a row find no controller or worker of the job alive and no group to remove (the
-            state API lags), for at most END_SETTLE_S; with no state API (3 rounds unanswered),
-            only the recorded groups are freed."""
+            state API lags), for at most END_SETTLE_S. With no state API (unanswered while
+            the sweep ran, or in 2 rounds here) only the recorded groups are freed."""
             deadline = time.monotonic() + END_SETTLE_S
             clean = unanswered = 0
             while True:
                 self.free()
+                if self.unanswered >= 3:  # no state API here: nothing more to learn
+                    return
                 alive = live_train_actors()  # first: a group they asked for shows next
-                freed = free_all_worker_groups()
-                held = held_worker_groups()
+                freed = None if alive is None else free_all_worker_groups()
+                held = None if freed is None else held_worker_groups()
                 if alive is None or freed is None or held is None:
                     unanswered += 1
                     clean = 0
@@ -533,7 +535,7 @@ def janitor_callback(runs_root: str) -> Any:
                     clean = clean + 1 if alive == freed == held == 0 else 0
                     if freed:
                         info(f"freed {freed} placement group(s) left by ended trials")
-                if clean >= 2 or unanswered >= 3 or time.monotonic() >= deadline:
+                if clean >= 2 or unanswered >= 2 or time.monotonic() >= deadline:
                     return
                 time.sleep(1.0)
 

@@ -539,6 +539,7 @@ def _janitor_at_the_end(
     alive: list[int | None],
     freed: list[int | None],
     held: list[int | None],
+    unanswered_before: int = 0,
 ) -> list[str]:
     """Run the janitor's end of sweep on scripted state-API answers; what it called, in order
     (an answer list's last item repeats)."""
@@ -555,7 +556,9 @@ def _janitor_at_the_end(
     monkeypatch.setattr(raycluster, "free_all_worker_groups", lambda: answer("freed"))
     monkeypatch.setattr(raycluster, "held_worker_groups", lambda: answer("held"))
     monkeypatch.setattr(raycluster.time, "sleep", lambda s: calls.append("sleep"))
-    raycluster.janitor_callback("/nowhere").on_experiment_end(trials=[])
+    janitor = raycluster.janitor_callback("/nowhere")
+    janitor.unanswered = unanswered_before  # the state API's silence while the sweep ran
+    janitor.on_experiment_end(trials=[])
     return calls
 
 
@@ -570,10 +573,14 @@ def test_the_janitor_frees_every_group_at_the_end_until_no_train_actor_lives(
     calls = _janitor_at_the_end(monkeypatch, alive=[1, 0, 0, 0, 0], freed=[0, 0, 1, 0], held=[0])
     assert calls == (one + ["sleep"]) * 4 + one  # rounds 1 (alive) and 3 (freed) are not clean
     assert _janitor_at_the_end(monkeypatch, alive=[0], freed=[0], held=[0]) == one + ["sleep"] + one
-    # the state API unanswered 3 rounds: stop asking; past END_SETTLE_S: give up
+    # the state API unanswered in 2 rounds: stop asking; past END_SETTLE_S: give up
     assert _janitor_at_the_end(monkeypatch, alive=[None], freed=[1], held=[1]) == (
-        one + ["sleep"] + one + ["sleep"] + one
+        ["alive", "sleep", "alive"]
     )
+    assert _janitor_at_the_end(monkeypatch, alive=[0], freed=[0, None, 0], held=[0]) == (
+        one + ["sleep", "alive", "freed", "sleep"] + one + ["sleep"] + one
+    )  # an unanswered round in between starts the count of clean rounds again
+    assert _janitor_at_the_end(monkeypatch, [1], [1], [1], unanswered_before=3) == []
     monkeypatch.setattr(raycluster, "END_SETTLE_S", 0.0)
     assert _janitor_at_the_end(monkeypatch, alive=[1], freed=[1], held=[1]) == one
 
