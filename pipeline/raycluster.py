@@ -456,14 +456,19 @@ def free_all_worker_groups() -> int | None:
     import ray
     from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-    removed = 0
     try:
-        for g in _worker_groups(created_only=False):
-            pg_id = ray.PlacementGroupID(bytes.fromhex(g.placement_group_id))
-            remove_placement_group(PlacementGroup(pg_id))
-            removed += 1
+        groups = _worker_groups(created_only=False)
     except Exception:  # no state API (no dashboard), or it timed out
         return None
+    removed = 0
+    for g in groups:
+        try:
+            remove_placement_group(
+                PlacementGroup(ray.PlacementGroupID(bytes.fromhex(g.placement_group_id)))
+            )
+            removed += 1
+        except Exception:  # gone meanwhile: nothing to free
+            continue
     return removed
 
 
