@@ -343,6 +343,14 @@ def _record_group(worker_group: Any, groups_file: str) -> None:
         return
 
 
+def _group(hex_id: str) -> Any:
+    """The placement group with this hex id (as Ray's state API and the groups files write it)."""
+    import ray
+    from ray.util.placement_group import PlacementGroup
+
+    return PlacementGroup(ray.PlacementGroupID(bytes.fromhex(hex_id)))
+
+
 def remove_worker_groups(groups_file: str) -> int:
     """Remove the placement groups a finished trial's worker groups used that are still held.
 
@@ -351,7 +359,7 @@ def remove_worker_groups(groups_file: str) -> int:
     dies while aborting (it stops that cleaner before removing the group) leaves its group
     CREATED, holding CPUs nobody uses, until new trials cannot start. Returns how many."""
     import ray
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
+    from ray.util.placement_group import remove_placement_group
 
     path = Path(groups_file)
     if not path.is_file():
@@ -359,7 +367,7 @@ def remove_worker_groups(groups_file: str) -> int:
     removed = 0
     for line in set(path.read_text().split()):
         try:
-            pg = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(line)))
+            pg = _group(line)
             if ray.util.placement_group_table(pg).get("state") in ("CREATED", "PENDING"):
                 remove_placement_group(pg)
                 removed += 1
@@ -376,8 +384,7 @@ def free_orphan_groups(first_seen: dict[str, float], grace_s: float) -> int | No
     record (`remove_worker_groups`), yet holds its CPUs. Other jobs' groups are never touched.
     Reads Ray's state API (the dashboard, 5 s timeouts). Returns how many were removed, None
     when the state API did not answer."""
-    import ray
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
+    from ray.util.placement_group import remove_placement_group
     from ray.util.state import list_actors
 
     now, removed, held = time.monotonic(), 0, set()
@@ -388,8 +395,7 @@ def free_orphan_groups(first_seen: dict[str, float], grace_s: float) -> int | No
             if list_actors(filters=[in_group, ("state", "!=", "DEAD")], **STATE_API):
                 first_seen.pop(g.placement_group_id, None)
             elif now - first_seen.setdefault(g.placement_group_id, now) >= grace_s:
-                pg_id = ray.PlacementGroupID(bytes.fromhex(g.placement_group_id))
-                remove_placement_group(PlacementGroup(pg_id))
+                remove_placement_group(_group(g.placement_group_id))
                 del first_seen[g.placement_group_id]
                 removed += 1
     except Exception:  # no state API (no dashboard), or it timed out
@@ -438,23 +444,13 @@ def live_train_actors() -> int | None:
     return sum(a.class_name in TRAIN_ACTORS for a in actors)
 
 
-def held_worker_groups() -> int | None:
-    """How many of this job's worker placement groups are not removed yet (pending ones
-    included); None when the state API does not answer."""
-    try:
-        return len(_worker_groups(created_only=False))
-    except Exception:  # no state API (no dashboard), or it timed out
-        return None
-
-
 def free_all_worker_groups() -> int | None:
     """Remove every worker placement group of this job that is not removed yet, whatever runs
     in it: only right for a sweep that has ended, when no trial uses one. Pending ones too: a
     group a dying Train controller asked for while others held the CPUs turns CREATED once they
     are freed, and holds its CPUs until the job ends. Returns how many; None when the state API
     does not answer."""
-    import ray
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
+    from ray.util.placement_group import remove_placement_group
 
     try:
         groups = _worker_groups(created_only=False)
@@ -463,9 +459,7 @@ def free_all_worker_groups() -> int | None:
     removed = 0
     for g in groups:
         try:
-            remove_placement_group(
-                PlacementGroup(ray.PlacementGroupID(bytes.fromhex(g.placement_group_id)))
-            )
+            remove_placement_group(_group(g.placement_group_id))
             removed += 1
         except Exception:  # gone meanwhile: nothing to free
             continue
@@ -532,12 +526,11 @@ def janitor_callback(runs_root: str) -> Any:
                     return
                 alive = live_train_actors()  # first: a group they asked for shows next
                 freed = None if alive is None else free_all_worker_groups()
-                held = None if freed is None else held_worker_groups()
-                if alive is None or freed is None or held is None:
+                if alive is None or freed is None:
                     unanswered += 1
                     clean = 0
-                else:
-                    clean = clean + 1 if alive == freed == held == 0 else 0
+                else:  # removal is synchronous: a round that freed nothing found nothing
+                    clean = clean + 1 if alive == freed == 0 else 0
                     if freed:
                         info(f"freed {freed} placement group(s) left by ended trials")
                 if clean >= 2 or unanswered >= 2 or time.monotonic() >= deadline:

@@ -501,15 +501,13 @@ for _ in range(40):
 alive = [alive, raycluster.live_train_actors()]
 
 pending = placement_group([{"CPU": 8}])  # more than the cluster has: pending for ever
-for _ in range(40):
-    if raycluster.held_worker_groups() == 2:  # used and pending (the token is no worker's)
+for _ in range(40):  # until the state API lists it
+    if list_placement_groups(filters=[("state", "=", "PENDING")], timeout=5):
         break
     time.sleep(0.25)
-held = raycluster.held_worker_groups()
-end = [held, raycluster.free_all_worker_groups()]  # a sweep's end: every worker group goes
-time.sleep(1)
+end = [raycluster.free_all_worker_groups()]  # a sweep's end: used and pending go, token stays
 end += [ray.util.placement_group_table(g)["state"] for g in (used, pending, token)]
-end.append(raycluster.held_worker_groups())
+end.append(raycluster.free_all_worker_groups())  # nothing left to free
 print("RESULT " + json.dumps([first, second, states, sorted(seen), alive, end]))
 """
 
@@ -531,20 +529,19 @@ def test_a_group_no_actor_uses_is_freed_after_its_grace_and_live_ones_stay(
     result = json.loads(line.split(" ", 1)[1])
     assert result[:5] == [0, 1, ["REMOVED", "CREATED", "CREATED"], [], [1, 0]]
     # at a sweep's end every worker group goes, the pending one too; the token group stays
-    assert result[5] == [2, 2, "REMOVED", "REMOVED", "CREATED", 0]
+    assert result[5] == [2, "REMOVED", "REMOVED", "CREATED", 0]
 
 
 def _janitor_at_the_end(
     monkeypatch: pytest.MonkeyPatch,
     alive: list[int | None],
     freed: list[int | None],
-    held: list[int | None],
     unanswered_before: int = 0,
 ) -> list[str]:
     """Run the janitor's end of sweep on scripted state-API answers; what it called, in order
     (an answer list's last item repeats)."""
     calls: list[str] = []
-    answers = {"alive": alive, "freed": freed, "held": held}
+    answers = {"alive": alive, "freed": freed}
     asked = dict.fromkeys(answers, 0)
 
     def answer(name: str) -> int | None:
@@ -554,7 +551,6 @@ def _janitor_at_the_end(
 
     monkeypatch.setattr(raycluster, "live_train_actors", lambda: answer("alive"))
     monkeypatch.setattr(raycluster, "free_all_worker_groups", lambda: answer("freed"))
-    monkeypatch.setattr(raycluster, "held_worker_groups", lambda: answer("held"))
     monkeypatch.setattr(raycluster.time, "sleep", lambda s: calls.append("sleep"))
     janitor = raycluster.janitor_callback("/nowhere")
     janitor.unanswered = unanswered_before  # the state API's silence while the sweep ran
@@ -569,20 +565,18 @@ def test_the_janitor_frees_every_group_at_the_end_until_no_train_actor_lives(
     group (CI found one CREATED after a sweep, its worker dead): the janitor removes every
     worker group of the job until two rounds in a row find no Train actor alive and nothing to
     remove; a round that frees something, or sees an actor alive, starts the count again."""
-    one = ["alive", "freed", "held"]
-    calls = _janitor_at_the_end(monkeypatch, alive=[1, 0, 0, 0, 0], freed=[0, 0, 1, 0], held=[0])
+    one = ["alive", "freed"]
+    calls = _janitor_at_the_end(monkeypatch, alive=[1, 0, 0, 0, 0], freed=[0, 0, 1, 0])
     assert calls == (one + ["sleep"]) * 4 + one  # rounds 1 (alive) and 3 (freed) are not clean
-    assert _janitor_at_the_end(monkeypatch, alive=[0], freed=[0], held=[0]) == one + ["sleep"] + one
+    assert _janitor_at_the_end(monkeypatch, alive=[0], freed=[0]) == one + ["sleep"] + one
     # the state API unanswered in 2 rounds: stop asking; past END_SETTLE_S: give up
-    assert _janitor_at_the_end(monkeypatch, alive=[None], freed=[1], held=[1]) == (
-        ["alive", "sleep", "alive"]
-    )
-    assert _janitor_at_the_end(monkeypatch, alive=[0], freed=[0, None, 0], held=[0]) == (
-        one + ["sleep", "alive", "freed", "sleep"] + one + ["sleep"] + one
+    assert _janitor_at_the_end(monkeypatch, alive=[None], freed=[1]) == ["alive", "sleep", "alive"]
+    assert _janitor_at_the_end(monkeypatch, alive=[0], freed=[0, None, 0]) == (
+        one + ["sleep"] + one + ["sleep"] + one + ["sleep"] + one
     )  # an unanswered round in between starts the count of clean rounds again
-    assert _janitor_at_the_end(monkeypatch, [1], [1], [1], unanswered_before=3) == []
+    assert _janitor_at_the_end(monkeypatch, [1], [1], unanswered_before=3) == []
     monkeypatch.setattr(raycluster, "END_SETTLE_S", 0.0)
-    assert _janitor_at_the_end(monkeypatch, alive=[1], freed=[1], held=[1]) == one
+    assert _janitor_at_the_end(monkeypatch, alive=[1], freed=[1]) == one
 
 
 def test_each_trial_records_its_groups_in_its_own_file() -> None:
