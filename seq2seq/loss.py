@@ -9,6 +9,8 @@ minus the one-hot target (minus the uniform share under label smoothing), so the
 the softmax to the two matrix products as it is and applies the one-hot and uniform terms as a
 row gather and index-add, and a rank-one correction. The maths is F.cross_entropy's with
 reduction "sum", `label_smoothing` and `ignore_index` (tests/test_loss.py checks it in fp64).
+Under bf16 autocast (`gemm_weight`: the weight in bf16) the three matrix products take bf16
+operands, the softmax is computed in fp32 and kept in bf16 for the backward's products.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from seq2seq.precision import padded_cast
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -31,8 +35,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
         label_smoothing: float,
         ignore_index: int,
         argmax: bool,
+        gemm_weight: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
-        z = x @ weight.t() if bias is None else torch.addmm(bias, x, weight.t())  # (N, V)
+        n = x.shape[0]
+        x_low = None
+        if gemm_weight is None:
+            z = x @ weight.t() if bias is None else torch.addmm(bias, x, weight.t())  # (N, V)
+        else:  # rows padded to a bucket: oneDNN keeps a kernel per shape (precision.padded_cast)
+            x_low = padded_cast(x, gemm_weight.dtype)
+            with torch.autocast(x.device.type, enabled=False):  # bias added as autocast would
+                w_t = gemm_weight.t()
+                if bias is None:
+                    prod = x_low @ w_t
+                else:
+                    prod = torch.addmm(bias.to(gemm_weight.dtype), x_low, w_t)
+            z = prod[:n].to(x.dtype)  # (N, V) fp32
         keep = gold != ignore_index
         idx = gold.masked_fill(~keep, 0)
         pred = z.argmax(1) if argmax else gold.new_empty(0)
@@ -49,7 +66,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         if not bool(keep.all()):
             z.masked_fill_(~keep.unsqueeze(1), 0)  # ignored rows: no gradient
             nll = nll.masked_fill(~keep, 0)
-        ctx.save_for_backward(x, weight, z, idx, keep)
+        p = z if gemm_weight is None else padded_cast(z, gemm_weight.dtype)
+        ctx.save_for_backward(x, weight, p, idx, keep, x_low, gemm_weight)
         ctx.label_smoothing = label_smoothing
         ctx.has_bias = bias is not None
         ctx.mark_non_differentiable(pred)
@@ -58,7 +76,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor, _: Any) -> tuple[Tensor | None, ...]:
-        x, weight, p, idx, keep = ctx.saved_tensors
+        x, weight, p, idx, keep, x_low, w_low = ctx.saved_tensors
+        n = x.shape[0]
+        if w_low is None:
+            x_low, w_low = x, weight
         ls, vocab = ctx.label_smoothing, p.shape[1]
         # d loss / d z = p - (1 - ls) * onehot(gold) - ls / V on kept rows: p goes to the
         # products as it is; the other two terms are a gather / index-add and a rank-one term.
@@ -67,24 +88,24 @@ class _LinearCrossEntropy(torch.autograd.Function):
         scale = grad.to(x.dtype)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = p @ weight
+            grad_x = (p @ w_low)[:n].to(x.dtype)
             grad_x.sub_(weight.index_select(0, idx) * hot.unsqueeze(1))
             if ls:
                 grad_x.sub_(torch.outer(uniform, weight.sum(0)))
             grad_x.mul_(scale)
         if ctx.needs_input_grad[1]:
-            grad_w = p.t() @ x
+            grad_w = (p.t() @ x_low).to(weight.dtype)
             grad_w.index_add_(0, idx, x * hot.unsqueeze(1), alpha=-1)
             if ls:
                 grad_w.sub_(uniform @ x)
             grad_w.mul_(scale)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = p.sum(0)
+            grad_b = p[:n].sum(0, dtype=x.dtype)
             grad_b.index_add_(0, idx, hot, alpha=-1)
             if ls:
                 grad_b.sub_(uniform.sum())
             grad_b.mul_(scale)
-        return grad_x, grad_w, grad_b, None, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None, None, None
 
 
 def linear_cross_entropy(
@@ -95,12 +116,14 @@ def linear_cross_entropy(
     label_smoothing: float = 0.0,
     ignore_index: int = -100,
     argmax: bool = False,
+    gemm_weight: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Summed cross-entropy of the logits x @ weight.T + bias (N, V) against `gold` (N,), as
     F.cross_entropy(..., reduction="sum", label_smoothing, ignore_index), and with `argmax` the
     logits' argmax (N,) (no gradient; else an empty tensor). x (N, H) and weight (V, H) float;
     rows whose gold is `ignore_index` add nothing. Keeps one (N, V) tensor for the backward
-    instead of four."""
-    args = (x, weight, bias, gold, label_smoothing, ignore_index, argmax)
+    instead of four. `gemm_weight`: `weight` cast to bf16 (detached), for bf16 products; the
+    loss and gradients stay in x's type."""
+    args = (x, weight, bias, gold, label_smoothing, ignore_index, argmax, gemm_weight)
     loss, pred = _LinearCrossEntropy.apply(*args)
     return loss, pred

@@ -19,7 +19,10 @@ seq2seq.lstm's layer, whose backward computes the weight gradients in one matrix
 all time steps (nn.LSTM's packed path does one per step and zero-fills a buffer per step; its
 oneDNN path reorders the weights at every call, which the decoder's short segments pay often),
 and the model's FastDropout draws the dropout between layers. `OWN_BACKWARD = False` runs
-nn.LSTM's kernels instead, with the same results (tests/test_model.py).
+nn.LSTM's kernels instead, with the same results (tests/test_model.py). Under bf16 autocast the
+CPU's training step runs that layer too, its matrix products on bf16 operands (on CPUs with AMX
+these run on its tiles) and its gates and states in fp32; `OWN_BF16 = False` gives it to
+nn.LSTM's oneDNN bf16 kernels instead. Without gradients (validation, decoding) nn.LSTM runs.
 """
 
 from __future__ import annotations
@@ -80,6 +83,9 @@ class Seq2Seq(nn.Module):
         self.decoder = nn.LSTM(emb_dim, hidden_dim, num_layers, dropout=between, batch_first=True)
         self.dropout = FastDropout(dropout)
         self.out = nn.Linear(hidden_dim, tgt_vocab_size)
+        # within a training forward under CPU bf16 autocast: each LSTM layer's weights cast to
+        # bf16 once (the decoder's segments call every layer many times), by id of w_ih
+        self._gemm_weights: dict[int, tuple[Tensor, Tensor]] | None = None
         self.reset_parameters()
 
     @classmethod
@@ -111,7 +117,9 @@ class Seq2Seq(nn.Module):
             return h, c
         zeros = x.new_zeros(self.encoder.num_layers, x.shape[0], self.encoder.hidden_size)
         sizes = packed.batch_sizes
-        _, (h, c) = _lstm_layers(self.encoder, packed.data, (zeros, zeros), self.dropout, sizes)
+        _, (h, c) = _lstm_layers(
+            self.encoder, packed.data, (zeros, zeros), self.dropout, sizes, self._gemm_weights
+        )
         order = packed.unsorted_indices  # the packed rows run longest first
         assert order is not None  # enforce_sorted=False always sets it
         return h.index_select(1, order), c.index_select(1, order)
@@ -142,6 +150,21 @@ class Seq2Seq(nn.Module):
         plain negative log-likelihood). Returns (loss_sum: fp32 scalar over the n non-pad target
         tokens, n_tokens = sum(tgt_lens - 1)).
         """
+        self._gemm_weights = {}  # weights cast for bf16 products, once per training step
+        try:
+            return self._loss(src, src_lens, tgt, tgt_lens, tf_mask, label_smoothing)
+        finally:
+            self._gemm_weights = None
+
+    def _loss(
+        self,
+        src: Tensor,
+        src_lens: Tensor | Sequence[int],
+        tgt: Tensor,
+        tgt_lens: Tensor | Sequence[int],
+        tf_mask: Tensor | Sequence[bool],
+        label_smoothing: float,
+    ) -> tuple[Tensor, int]:
         steps = tgt.shape[1] - 1
         plan = _StepPlan(_host_bools(tf_mask, steps), _host_ints(tgt_lens), steps, tgt.device)
         h, c = self.encode(src, torch.as_tensor(src_lens))
@@ -149,13 +172,16 @@ class Seq2Seq(nn.Module):
             tgt = tgt.index_select(0, plan.order)
             h, c = h.index_select(1, plan.order), c.index_select(1, plan.order)
         ls = label_smoothing
-        fused = _own_backward(self.out.weight)  # the output layer and its loss in one function
+        fused = _own_lstm(self.out.weight)  # the output layer and its loss in one function
         outs, loss = self._decode_segments((h, c), tgt, plan, ls, fused)
         hidden = outs.reshape(-1, outs.shape[-1]).index_select(0, plan.flat_idx)  # (N, H)
         gold = tgt[:, 1:].reshape(-1).index_select(0, plan.flat_idx)  # (N,)
         if fused:
-            w, b = self.out.weight, self.out.bias
-            loss = loss + linear_cross_entropy(self.dropout(hidden), w, b, gold, ls)[0]
+            w, b, w_low = self.out.weight, self.out.bias, self._out_gemm_weight()
+            loss = (
+                loss
+                + linear_cross_entropy(self.dropout(hidden), w, b, gold, ls, -100, False, w_low)[0]
+            )
         else:
             logits = _at_least_fp32(self.out(self.dropout(hidden)))  # (N, V)
             loss = loss + F.cross_entropy(logits, gold, reduction="sum", label_smoothing=ls)
@@ -187,8 +213,9 @@ class Seq2Seq(nn.Module):
                 # or the last segment, needs none)
                 last = self.dropout(out[:, -1])  # (live, H)
                 if fused:  # gold: the next token, PAD past a sentence's end
-                    w, b = self.out.weight, self.out.bias
-                    term, pred = linear_cross_entropy(last, w, b, tgt[:live, stop], ls, PAD, True)
+                    w, b, w_low = self.out.weight, self.out.bias, self._out_gemm_weight()
+                    gold = tgt[:live, stop]
+                    term, pred = linear_cross_entropy(last, w, b, gold, ls, PAD, True, w_low)
                     end_loss = end_loss + term
                 else:
                     logits = self.out(last)  # (live, V)
@@ -202,14 +229,28 @@ class Seq2Seq(nn.Module):
             )
         return torch.cat(outs, dim=1), end_loss
 
+    def _out_gemm_weight(self) -> Tensor | None:
+        """The output layer's weight cast for bf16 products under CPU autocast (once per
+        forward), else None."""
+        low = _gemm_dtype()
+        if low is None:
+            return None
+        w = self.out.weight
+        cache = {} if self._gemm_weights is None else self._gemm_weights
+        if id(w) not in cache:
+            cast = w.detach().to(low)
+            cache[id(w)] = (cast, cast)
+        return cache[id(w)][0]
+
     def _decoder(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """self.decoder(x, state) (batch-first), on the CPU's training path layer by layer."""
         if not _layerwise(self.decoder, x):
             return self.decoder(x, state)
-        return _lstm_layers(self.decoder, x, state, self.dropout)
+        return _lstm_layers(self.decoder, x, state, self.dropout, cache=self._gemm_weights)
 
 
 OWN_BACKWARD = True  # False: the CPU's training step runs nn.LSTM's own kernels (benchmarks)
+OWN_BF16 = True  # False: under bf16 autocast the CPU's training step runs nn.LSTM's (oneDNN)
 
 
 def _own_backward(x: Tensor) -> bool:
@@ -223,24 +264,53 @@ def _own_backward(x: Tensor) -> bool:
     )
 
 
+def _own_lstm(x: Tensor) -> bool:
+    """Whether the LSTMs run seq2seq.lstm's layer: as `_own_backward`, and under CPU bf16
+    autocast too (the layer's matrix products then take bf16 operands: `_gemm_dtype`)."""
+    if _own_backward(x):
+        return True
+    return (
+        OWN_BACKWARD
+        and OWN_BF16
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and torch.is_grad_enabled()
+        and _gemm_dtype() == torch.bfloat16
+    )
+
+
+def _gemm_dtype() -> torch.dtype | None:
+    """The CPU autocast's lower-precision type where it is on, else None."""
+    if not torch.is_autocast_enabled("cpu"):
+        return None
+    return torch.get_autocast_dtype("cpu")
+
+
 def _layerwise(lstm: nn.LSTM, x: Tensor) -> bool:
     """Whether to run `lstm` layer by layer (`_lstm_layers`) instead of nn.LSTM as a whole: with
-    seq2seq.lstm's layer (`_own_backward`), or on the CPU in training with dropout between
+    seq2seq.lstm's layer (`_own_lstm`), or on the CPU in training with dropout between
     layers (nn.LSTM draws that dropout with bernoulli_, several times slower than FastDropout
     there). Elsewhere nn.LSTM runs as a whole (cuDNN stacks its layers)."""
     between = lstm.training and lstm.num_layers > 1 and lstm.dropout > 0
-    return _own_backward(x) or (between and x.device.type == "cpu")
+    return _own_lstm(x) or (between and x.device.type == "cpu")
 
 
 def _lstm_layers(
-    lstm: nn.LSTM, x: Tensor, state: State, dropout: nn.Module, sizes: Tensor | None = None
+    lstm: nn.LSTM,
+    x: Tensor,
+    state: State,
+    dropout: nn.Module,
+    sizes: Tensor | None = None,
+    cache: dict[int, tuple[Tensor, Tensor]] | None = None,
 ) -> tuple[Tensor, State]:
     """nn.LSTM's forward one layer at a time, `dropout` between layers (where nn.LSTM has it):
     the same maths and weights as lstm(x, state), only the dropout masks are drawn by `dropout`.
     x (B, S, E) batch-first, or a PackedSequence's data with its batch_sizes as `sizes` and
     `state` in its sorted_indices order.
-    Each layer is seq2seq.lstm's (`_own_backward`) or nn.LSTM's kernel (torch.lstm)."""
-    own = _own_backward(x)
+    Each layer is seq2seq.lstm's (`_own_lstm`) or nn.LSTM's kernel (torch.lstm). `cache` keeps
+    the layers' weights cast for bf16 products (`_gemm_dtype`) between calls of one forward."""
+    own = _own_lstm(x)
+    low = _gemm_dtype() if own else None
     batch_first = sizes is None
     if own and batch_first:  # time-major rows, as in a packed sequence of equal lengths
         batch, steps = x.shape[:2]
@@ -253,7 +323,13 @@ def _lstm_layers(
         if layer and lstm.dropout > 0:
             x = dropout(x)
         if sizes is not None and own:
-            x, h, c = packed_lstm_layer(x, sizes, h0[layer], c0[layer], *weights)
+            w_ih, w_hh, b_ih, b_hh = weights
+            cast = None if low is None or cache is None else cache.get(id(w_ih))
+            if low is not None and cache is not None and cast is None:
+                cast = cache[id(w_ih)] = (w_ih.detach().to(low), w_hh.detach().to(low))
+            x, h, c = packed_lstm_layer(
+                x, sizes, h0[layer], c0[layer], w_ih, w_hh, b_ih, b_hh, low, cast
+            )
         else:
             hx = (h0[layer : layer + 1], c0[layer : layer + 1])
             if sizes is None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+from torch import Tensor
 
 from seq2seq.errors import PrecisionError
 
@@ -26,6 +27,26 @@ if TYPE_CHECKING:
 
 BF16_MODES = ("auto", "on", "off")
 BF16_MIN_SPEEDUP = 1.1  # 'auto' on a CPU takes bf16 only when its step runs >= 1.1x fp32's
+
+
+ROW_BUCKET = 128  # padded_cast's row multiple
+
+
+def padded_cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """`t` (N, ...) cast to `dtype` in a buffer of N rounded up to a multiple of ROW_BUCKET
+    rows, the extra rows zero.
+
+    oneDNN builds (JIT-compiles) a kernel for every new matrix shape it multiplies in bf16:
+    about 10 ms each on a 2-core Xeon with AMX, where the product itself takes 2-3 ms. The
+    training step's products over all of a batch's tokens would see a new shape at nearly every
+    call; padded to the bucket they see a few dozen, whose kernels oneDNN keeps. Zero rows add
+    nothing to a product that sums over them and give zero rows where they are kept (callers
+    slice them off)."""
+    rows = -(-t.shape[0] // ROW_BUCKET) * ROW_BUCKET
+    out = t.new_empty((rows, *t.shape[1:]), dtype=dtype)
+    out[: t.shape[0]] = t
+    out[t.shape[0] :] = 0
+    return out
 
 
 def autocast(device: torch.device, enabled: bool) -> torch.autocast:
@@ -39,9 +60,10 @@ def bf16_problem(device: str) -> str | None:
 
     A real probe, not a CPU-flag guess: a tiny Seq2Seq (packed encoder, teacher-forced and
     free-running decoder segments, the output layer) runs forward and backward under bf16
-    autocast. oneDNN, which runs the CPU LSTM under bf16, has no bf16 LSTM kernels without
-    AVX-512 (and an `ONEDNN_MAX_CPU_ISA` cap below it hides them even where the CPU has them);
-    it then raises "could not create a primitive descriptor". The global RNG is left as it was.
+    autocast, and a forward without gradients (validation's). oneDNN, which runs the CPU LSTM
+    under bf16 without gradients, has no bf16 LSTM kernels without AVX-512 (and an
+    `ONEDNN_MAX_CPU_ISA` cap below it hides them even where the CPU has them); it then raises
+    "could not create a primitive descriptor". The global RNG is left as it was.
     Cached per device for the life of the process.
     """
     from seq2seq.model import Seq2Seq
@@ -56,6 +78,10 @@ def bf16_problem(device: str) -> str | None:
             with autocast(dev, True):
                 loss, _ = model(src, [4, 2], tgt, [5, 3], [True, False, True, True])
             loss.backward()
+            # validation and decoding run nn.LSTM's kernels under autocast (on the CPU, training
+            # runs seq2seq.lstm's layer with bf16 products): probe them too
+            with torch.no_grad(), autocast(dev, True):
+                model.eval()(src, [4, 2], tgt, [5, 3], [True, False, True, True])
     except (RuntimeError, NotImplementedError, TypeError) as e:
         text = str(e).strip()
         first = text.splitlines()[0].split(". ")[0] if text else type(e).__name__

@@ -82,3 +82,28 @@ def test_fp32_agrees_with_fp64_on_wide_logits() -> None:
     torch.testing.assert_close(got.double(), want.detach(), rtol=1e-5, atol=1e-3)
     got.backward()
     assert x32.grad is not None and torch.isfinite(x32.grad).all()
+
+
+@pytest.mark.parametrize("ls", [0.0, 0.1])
+@pytest.mark.parametrize("bias", [True, False])
+def test_bf16_products_stay_close_to_fp32(ls: float, bias: bool) -> None:
+    """With `gemm_weight` (the weight in bf16) the products take bf16 operands over rows padded
+    to precision.ROW_BUCKET; the loss and every gradient stay fp32, within bf16's rounding."""
+    x, w, b, gold = _inputs(5, bias, ignored=True)
+    x, w = x.detach().float(), w.detach().float()
+    b = None if b is None else b.detach().float()
+    runs = []
+    for low in (None, w.bfloat16()):
+        leaves = [t.clone().requires_grad_() for t in (x, w) + ((b,) if b is not None else ())]
+        bb = leaves[2] if b is not None else None
+        loss, pred = linear_cross_entropy(leaves[0], leaves[1], bb, gold, ls, 0, True, low)
+        loss.backward()
+        runs.append((loss.detach(), pred, [t.grad for t in leaves]))
+    (loss32, pred32, grads32), (loss16, pred16, grads16) = runs
+    assert loss16.dtype == torch.float32 and pred16.shape == pred32.shape == (N,)
+    torch.testing.assert_close(loss16, loss32, rtol=1e-2, atol=0.0)
+    assert not torch.equal(loss16, loss32)  # the products really ran in bf16
+    for got, want in zip(grads16, grads32, strict=True):
+        assert got.dtype == torch.float32
+        assert ((got - want).norm() / want.norm()).item() < 2e-2
+    assert (grads16[0][::4] == 0).all()  # ignored rows: no gradient, padding or not

@@ -71,3 +71,31 @@ def test_packed_layer_gradient_passes_gradcheck() -> None:
         *(w.detach().requires_grad_() for w in lstm.all_weights[0]),
     )
     assert torch.autograd.gradcheck(packed_lstm_layer, args)
+
+
+def test_packed_layer_with_bf16_products_stays_close_to_fp32() -> None:
+    """Under bf16 autocast the layer's matrix products take bf16 operands (gemm_dtype) while
+    its gates, states and gradients stay fp32: close to the fp32 layer, not equal to it."""
+    lens = [9, 4, 7, 1, 9, 3]
+    lstm, x, h0, c0 = _case(lens, seed=3, emb=24, hidden=32)
+    lstm, x, h0, c0 = lstm.float(), x.float(), h0.float(), c0.float()
+    packed = pack_padded_sequence(x, torch.tensor(lens), batch_first=True, enforce_sorted=False)
+    order = packed.sorted_indices
+    runs = []
+    for low in (None, torch.bfloat16):
+        leaves = [
+            packed.data.detach().requires_grad_(),
+            h0[0, order].requires_grad_(),
+            c0[0, order].requires_grad_(),
+            *(w.detach().requires_grad_() for w in lstm.all_weights[0]),
+        ]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=low is not None):
+            outs = packed_lstm_layer(leaves[0], packed.batch_sizes, *leaves[1:], gemm_dtype=low)
+        assert all(o.dtype == torch.float32 for o in outs)
+        runs.append((outs, _grads_of(outs, leaves, seed=4)))
+    (outs32, grads32), (outs16, grads16) = runs
+    for got, want in zip((*outs16, *grads16), (*outs32, *grads32), strict=True):
+        assert got.dtype == want.dtype == torch.float32
+        rel = ((got - want).norm() / want.norm()).item()
+        assert rel < 2e-2
+    assert not torch.equal(outs16[0], outs32[0])  # the products really ran in bf16

@@ -244,6 +244,57 @@ def test_own_lstm_backward_equals_nn_lstm_in_the_model(
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.skipif(bf16_problem("cpu") is not None, reason="no bf16 LSTM kernels on this CPU")
+@pytest.mark.parametrize("ratio", [1.0, 0.5])
+def test_bf16_training_step_runs_the_own_layer_close_to_onednn_and_fp32(
+    monkeypatch, ratio: float
+) -> None:
+    """Under CPU bf16 autocast with gradients the LSTMs run seq2seq.lstm's layer with bf16
+    products (model.OWN_BF16): loss and gradients within bf16's rounding of fp32's and of
+    nn.LSTM's oneDNN bf16 kernels (OWN_BF16 = False)."""
+    import seq2seq.model as model_module
+
+    g = torch.Generator().manual_seed(6)
+    n = 24
+    src = [torch.randint(4, V_SRC, (2 + k % 9,), generator=g).tolist() for k in range(n)]
+    tgt = [torch.randint(4, V_TGT, (1 + (k * 5) % 11,), generator=g).tolist() for k in range(n)]
+    b = ParallelCorpus.from_lists(src, tgt).collate(torch.arange(n).numpy())
+    mask = torch.rand(b.tgt.shape[1] - 1, generator=g) < ratio
+    mask[0] = True
+    model = _model(seed=8, dropout=0.0).float()
+    seen: list[object] = []
+    casts: set[int] = set()
+    layer = model_module.packed_lstm_layer
+
+    def spy(*args):
+        seen.append(args[8])  # gemm_dtype
+        if args[8] is not None:  # the weights come cast, once per forward
+            assert args[9] is not None and args[9][1].dtype == args[8]
+            casts.add(id(args[9][1]))
+        return layer(*args)
+
+    monkeypatch.setattr(model_module, "packed_lstm_layer", spy)
+    results = {}
+    for name, own, bf16 in (("fp32", True, False), ("own", True, True), ("onednn", False, True)):
+        monkeypatch.setattr(model_module, "OWN_BF16", own)
+        seen.clear()
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = model(b.src, b.src_lens, b.tgt, b.tgt_lens, mask)
+        loss.backward()
+        results[name] = (loss.detach(), _grads(model))
+        want_seen = {"fp32": {None}, "own": {torch.bfloat16}, "onednn": set()}[name]
+        assert set(seen) == want_seen and (not want_seen or len(seen) >= 4)
+    assert len(casts) == 4  # 2 + 2 layers, however many segments the decoder ran
+    loss32, grads32 = results["fp32"]
+    for name in ("own", "onednn"):
+        loss, grads = results[name]
+        assert loss.dtype == torch.float32
+        torch.testing.assert_close(loss, loss32, rtol=1e-2, atol=0.0)
+        for got, want in zip(grads, grads32, strict=True):
+            assert ((got - want).norm() / want.norm()).item() < 5e-2, name
+
+
 def test_dropout_between_lstm_layers_is_drawn_by_fast_dropout(monkeypatch) -> None:
     """In training on the CPU the stacked LSTMs run layer by layer and the model's FastDropout
     draws the dropout between their layers (nn.LSTM's own inter-layer dropout never runs)."""

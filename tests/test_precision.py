@@ -119,3 +119,12 @@ def test_without_bf16_kernels_auto_is_fp32_and_on_is_a_clear_error() -> None:
     message = res.stdout.strip()
     assert message.startswith("bf16 autocast cannot train the LSTM on this cpu")
     assert "Fix: set train.bf16 to auto" in message and "ONEDNN_VERBOSE" not in message
+
+
+@pytest.mark.parametrize(("rows", "padded"), [(1, 128), (128, 128), (129, 256), (300, 384)])
+def test_padded_cast_rounds_rows_up_to_the_bucket_with_zero_rows(rows: int, padded: int) -> None:
+    t = torch.randn(rows, 3, 2)
+    out = precision.padded_cast(t, torch.bfloat16)
+    assert out.shape == (padded, 3, 2) and out.dtype == torch.bfloat16
+    assert torch.equal(out[:rows], t.to(torch.bfloat16))
+    assert not out[rows:].any()
