@@ -56,20 +56,9 @@ def packed_lstm_layer(
 
 class _PackedLSTMLayer(torch.autograd.Function):
     @staticmethod
-    def forward(
-        ctx: Any,
-        x: Tensor,
-        batch_sizes: Tensor,
-        h0: Tensor,
-        c0: Tensor,
-        w_ih: Tensor,
-        w_hh: Tensor,
-        b_ih: Tensor,
-        b_hh: Tensor,
-        gemm_weights: tuple[Tensor, Tensor] | None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(ctx: Any, *args: Any) -> tuple[Tensor, Tensor, Tensor]:  # as _forward's
         with torch.autocast("cpu", enabled=False):  # the operand types are set explicitly
-            return _forward(ctx, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, gemm_weights)
+            return _forward(ctx, *args)
 
     @staticmethod
     def backward(ctx: Any, d_out: Tensor | None, d_hn: Tensor | None, d_cn: Tensor | None):

@@ -83,9 +83,9 @@ class Seq2Seq(nn.Module):
         self.decoder = nn.LSTM(emb_dim, hidden_dim, num_layers, dropout=between, batch_first=True)
         self.dropout = FastDropout(dropout)
         self.out = nn.Linear(hidden_dim, tgt_vocab_size)
-        # within a training forward under CPU bf16 autocast: each LSTM layer's weights cast to
-        # bf16 once (the decoder's segments call every layer many times), by id of w_ih
-        self._gemm_weights: dict[int, tuple[Tensor, Tensor]] | None = None
+        # within a training forward under CPU bf16 autocast: the LSTM and output weights cast
+        # to bf16 once (the decoder's segments call every layer many times), by id
+        self._gemm_weights: dict[int, Tensor] | None = None
         self.reset_parameters()
 
     @classmethod
@@ -235,12 +235,7 @@ class Seq2Seq(nn.Module):
         low = _gemm_dtype()
         if low is None:
             return None
-        w = self.out.weight
-        cache = {} if self._gemm_weights is None else self._gemm_weights
-        if id(w) not in cache:
-            cast = w.detach().to(low)
-            cache[id(w)] = (cast, cast)
-        return cache[id(w)][0]
+        return _cast(self.out.weight, low, self._gemm_weights)
 
     def _decoder(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """self.decoder(x, state) (batch-first), on the CPU's training path layer by layer."""
@@ -301,7 +296,7 @@ def _lstm_layers(
     state: State,
     dropout: nn.Module,
     sizes: Tensor | None = None,
-    cache: dict[int, tuple[Tensor, Tensor]] | None = None,
+    cache: dict[int, Tensor] | None = None,
 ) -> tuple[Tensor, State]:
     """nn.LSTM's forward one layer at a time, `dropout` between layers (where nn.LSTM has it):
     the same maths and weights as lstm(x, state), only the dropout masks are drawn by `dropout`.
@@ -324,9 +319,7 @@ def _lstm_layers(
             x = dropout(x)
         if sizes is not None and own:
             w_ih, w_hh, b_ih, b_hh = weights
-            cast = None if low is None or cache is None else cache.get(id(w_ih))
-            if low is not None and cache is not None and cast is None:
-                cast = cache[id(w_ih)] = (w_ih.detach().to(low), w_hh.detach().to(low))
+            cast = None if low is None else (_cast(w_ih, low, cache), _cast(w_hh, low, cache))
             x, h, c = packed_lstm_layer(
                 x, sizes, h0[layer], c0[layer], w_ih, w_hh, b_ih, b_hh, low, cast
             )
@@ -341,6 +334,15 @@ def _lstm_layers(
     if own and batch_first:
         x = x.view(steps, batch, -1).transpose(0, 1)
     return x, (torch.stack(hs), torch.stack(cs))
+
+
+def _cast(w: Tensor, low: torch.dtype, cache: dict[int, Tensor] | None) -> Tensor:
+    """`w` cast to `low` (detached), kept in `cache` by id(w) for the rest of the forward."""
+    if cache is None:
+        return w.detach().to(low)
+    if id(w) not in cache:
+        cache[id(w)] = w.detach().to(low)
+    return cache[id(w)]
 
 
 class FastDropout(nn.Dropout):
