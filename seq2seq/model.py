@@ -178,10 +178,8 @@ class Seq2Seq(nn.Module):
         gold = tgt[:, 1:].reshape(-1).index_select(0, plan.flat_idx)  # (N,)
         if fused:
             w, b, w_low = self.out.weight, self.out.bias, self._out_gemm_weight()
-            loss = (
-                loss
-                + linear_cross_entropy(self.dropout(hidden), w, b, gold, ls, -100, False, w_low)[0]
-            )
+            main, _ = linear_cross_entropy(self.dropout(hidden), w, b, gold, ls, gemm_weight=w_low)
+            loss = loss + main
         else:
             logits = _at_least_fp32(self.out(self.dropout(hidden)))  # (N, V)
             loss = loss + F.cross_entropy(logits, gold, reduction="sum", label_smoothing=ls)
@@ -215,7 +213,9 @@ class Seq2Seq(nn.Module):
                 if fused:  # gold: the next token, PAD past a sentence's end
                     w, b, w_low = self.out.weight, self.out.bias, self._out_gemm_weight()
                     gold = tgt[:live, stop]
-                    term, pred = linear_cross_entropy(last, w, b, gold, ls, PAD, True, w_low)
+                    term, pred = linear_cross_entropy(
+                        last, w, b, gold, ls, PAD, argmax=True, gemm_weight=w_low
+                    )
                     end_loss = end_loss + term
                 else:
                     logits = self.out(last)  # (live, V)
