@@ -23,7 +23,6 @@ from typing import Any, Final
 
 from pipeline.config import STORAGE_SCHEMES, Config, from_env
 from pipeline.errors import UserError
-from pipeline.tracking import project_root
 from pipeline.ui import info
 
 TRIAL_DRIVER = "trial_driver"  # token resource: one per concurrent Tune trial driver
@@ -569,6 +568,8 @@ def trials_that_fit(cfg: Config, cpus: float, gpus: float, gpu: bool) -> int:
 
 def storage_root(cfg: Config) -> str:
     """Absolute storage path for Train/Tune results (workers chdir into trial dirs)."""
+    from pipeline.tracking import project_root  # not at import: MLflow stays out of Ray's processes
+
     path = cfg.ray.storage_path
     if path and "://" in path:
         return path

@@ -22,15 +22,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlflow.tracking import MlflowClient
-
-from pipeline import raycluster, tracking
+from pipeline import raycluster
 from pipeline.config import Config, check_storage_root, from_env
 from pipeline.errors import UserError
 from pipeline.prepared import prepared_meta
 from pipeline.ui import info
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 PREPARED_FILES = ("train.parquet", "valid.parquet", "vocab.src.json", "vocab.tgt.json", "meta.json")
 
@@ -165,6 +166,8 @@ class Session:
 @contextmanager
 def session(cfg: Config, verbose: bool = False) -> Iterator[Session]:
     """Check everything a Ray run needs, open the MLflow store; shut Ray down at the end."""
+    from pipeline import tracking  # not at import: MLflow stays out of Ray's processes
+
     raycluster.prepare_env(cfg, verbose)  # before ray is imported
     check_bf16(cfg)
     prepared = check_prepared(cfg)

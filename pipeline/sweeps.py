@@ -16,35 +16,11 @@ from typing import Any
 from pipeline import tracking
 from pipeline.config import Config, trial_config
 from pipeline.errors import UserError
+from pipeline.records import train_record
 from pipeline.ui import info
 
 CURVE_COLUMNS = ("epoch", "train_loss", "val_loss", "val_ppl", "val_bleu")
 INFO_FILE = "info.json"  # models/best: where it came from (read by evaluate)
-
-
-def train_record(run_dir: str) -> list[dict[str, Any]]:
-    """The per-epoch metrics of every checkpoint a Ray Train run saved (rank 0's report, plus its
-    `checkpoint_path`), by epoch; [] before its first checkpoint. Read from the run's checkpoint
-    snapshot, which Ray Train writes before a report reaches Tune: it survives the driver."""
-    import logging
-
-    import ray.train
-
-    log = logging.getLogger("ray.train")  # "A run snapshot was found ..." on every read
-    level = log.level
-    log.setLevel(logging.WARNING)
-    try:
-        result = ray.train.Result.from_path(run_dir)
-    except RuntimeError:  # no run folder, or no checkpoint yet
-        return []
-    finally:
-        log.setLevel(level)
-    by_epoch = {
-        int(metrics["epoch"]): {**metrics, "checkpoint_path": ckpt.path}
-        for ckpt, metrics in result.best_checkpoints or []
-        if "epoch" in metrics
-    }
-    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
 @dataclass(frozen=True)

@@ -595,7 +595,7 @@ class MlflowTrialCallback:
     Pickled into the sweep's state (Tuner.restore brings it back), so it keeps only plain
     data and reconnects to MLflow lazily; runs are found again by their key tags. `runs_root`:
     the folder of the trials' Ray Train runs, whose checkpoints record every epoch that was
-    saved (`sweeps.train_record`): a trial that (re)starts or ends first gets from there the
+    saved (`records.train_record`): a trial that (re)starts or ends first gets from there the
     epochs a lost driver never logged.
     """
 
@@ -652,7 +652,7 @@ class MlflowTrialCallback:
         root = getattr(self, "runs_root", None)
         if not root:
             return []
-        from pipeline.sweeps import train_record
+        from pipeline.records import train_record
 
         return train_record(f"{root}/{trial_id}")
 

@@ -199,14 +199,14 @@ def test_pipeline_train_catches_up_and_closes_through_an_outage(
 ) -> None:
     """`pipeline train`'s driver: a server lost before its catch-up (the run just opened) or
     before it closes the run is waited for; every epoch lands once, then FINISHED."""
-    from pipeline import sweeps
+    from pipeline import records
     from pipeline.config import load_config
     from pipeline.stages import train
 
     real = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run_id = real.create_run(real.create_experiment("x")).info.run_id
     on_disk = [{"epoch": 1, "val_loss": 3.0}, {"epoch": 2, "val_loss": 2.0}]
-    monkeypatch.setattr(sweeps, "train_record", lambda run_dir: on_disk)
+    monkeypatch.setattr(records, "train_record", lambda run_dir: on_disk)
     cfg = load_config(Path(__file__).parents[1] / "params.yaml", ["train.epochs=3"])
     client = Flaky(real, refused)
     report = train._Reporter(client, cfg, run_id)

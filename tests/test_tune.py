@@ -59,6 +59,20 @@ def test_trials_that_fit() -> None:
     assert raycluster.trials_that_fit(fixed, cpus=2, gpus=0, gpu=False) == 3
 
 
+def test_trial_processes_import_no_mlflow() -> None:
+    """What a trial's Ray processes import (the trainable's module, the controller's callbacks,
+    the workers' loop) leaves MLflow out: it costs each of them about 1 s of CPU."""
+    import sys
+
+    code = (
+        "import sys; import pipeline.trial, pipeline.raycluster, pipeline.runs, "
+        "pipeline.trainloop; print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert tune.run_trial.__module__ == "pipeline.trial"  # what Tune pickles by reference
+
+
 def test_resume_without_a_sweep_is_a_user_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -77,7 +77,7 @@ class _Reporter:
     def catch_up(self, run_dir: str) -> None:
         """Log the checkpointed epochs the run lacks (a driver lost before it logged them), as
         the first buffered write: a server lost already is waited for like any other write."""
-        from pipeline.sweeps import train_record
+        from pipeline.records import train_record
 
         record = train_record(run_dir)  # what is on disk now; later epochs are reported
 

@@ -14,7 +14,7 @@ valid splits as dataset inputs.
 
 A driver can die at any moment (SIGKILL): Tune's saved state then lags by up to ~10 s, so a
 trial that had finished may be started again. Each trial's Ray Train checkpoints are the record
-that survives (`sweeps.train_record`): a trial whose record reaches its last epoch reports that
+that survives (`records.train_record`): a trial whose record reaches its last epoch reports that
 epoch and trains nothing, epochs saved but never logged are added to its MLflow run (each epoch
 exactly once), and the outputs come from MLflow and the checkpoints (`sweeps.outcomes`), not from
 Tune's result log. ASHA's rungs are not saved: a resumed sweep judges the remaining trials afresh.
@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import outage, raycluster, runs, sweeps, tracking
-from pipeline.config import Config, check_output_folder, trial_config
+from pipeline.config import Config, check_output_folder
 from pipeline.errors import UserError
+from pipeline.trial import run_trial
 from pipeline.ui import info
 
 
@@ -56,34 +57,6 @@ def search_space(cfg: Config) -> dict[str, Any]:
         elif dist.randint is not None:
             space[key] = tune.randint(*dist.randint)
     return space
-
-
-def run_trial(
-    config: dict[str, Any], *, base: dict, prepared: str, storage: str, gpu: bool, verbose: bool
-) -> None:
-    """The Tune trainable: one Train V2 run of the base config with the sampled overrides."""
-    import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    cfg = trial_config(base, config)
-    trial_id = ray.tune.get_context().get_trial_id()
-    record = sweeps.train_record(f"{storage}/{trial_id}")
-    if record and int(record[-1]["epoch"]) >= cfg.train.epochs:
-        # Trained to the end before the driver was lost (Tune saves the sweep's state every
-        # ~10 s, not when a trial completes): give Tune the last epoch and train nothing.
-        ray.tune.report(record[-1])
-        return
-    trainer = runs.build_trainer(
-        cfg,
-        Path(prepared),
-        name=trial_id,
-        storage=storage,
-        gpu=gpu,
-        callbacks=[TuneReportCallback()],
-        verbose=verbose,
-        groups_file=raycluster.groups_file(storage, trial_id),
-    )
-    trainer.fit()  # same name + storage: a restored trial resumes from its checkpoint
 
 
 def _sweep_path(cfg: Config, prepared: Path, resume: bool) -> tuple[str, str]:
