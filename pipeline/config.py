@@ -196,7 +196,7 @@ class ModelConfig(_Section):
 # ---------------------------------------------------------------------------------------- train
 class TrainConfig(_Section):
     epochs: int = Field(8, ge=1)
-    batch_size: int = Field(64, ge=1, description="sentence pairs per global batch")
+    batch_size: int = Field(128, ge=1, description="sentence pairs per global batch")
     bucket_pool: int = Field(
         50, ge=1, description="batches per length-sorting pool (1: random batches)"
     )
