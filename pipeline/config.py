@@ -67,6 +67,16 @@ MLFLOW_DB_SCHEMES: Final = ("sqlite", "postgresql", "mysql", "mssql")
 STORAGE_SCHEMES: Final = ("file", "local", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 
 
+def project_root(cwd: str | Path | None = None) -> Path:
+    """The project root: `cwd`, or the outer project when `cwd` is a `dvc exp run --temp` copy."""
+    here = Path(cwd if cwd is not None else os.getcwd()).resolve()
+    for p in (here, *here.parents):
+        # <root>/.dvc/tmp/exps/<tmpdir>/...: p is the `exps` folder.
+        if p.name == "exps" and p.parent.name == "tmp" and p.parent.parent.name == ".dvc":
+            return p.parent.parent.parent
+    return here
+
+
 def uri_scheme(value: str) -> str | None:
     """`s3://b/x` -> 's3'; None for a plain path (a one-letter scheme is a Windows drive)."""
     m = _SCHEME.match(value)

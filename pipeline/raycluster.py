@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from pipeline.config import STORAGE_SCHEMES, Config, from_env
+from pipeline.config import STORAGE_SCHEMES, Config, from_env, project_root
 from pipeline.errors import UserError
 from pipeline.ui import info
 
@@ -568,8 +568,6 @@ def trials_that_fit(cfg: Config, cpus: float, gpus: float, gpu: bool) -> int:
 
 def storage_root(cfg: Config) -> str:
     """Absolute storage path for Train/Tune results (workers chdir into trial dirs)."""
-    from pipeline.tracking import project_root  # not at import: MLflow stays out of Ray's processes
-
     path = cfg.ray.storage_path
     if path and "://" in path:
         return path

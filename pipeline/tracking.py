@@ -34,7 +34,7 @@ from typing import Any
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import Config, flatten, from_env, trial_config
+from pipeline.config import Config, flatten, from_env, project_root, trial_config
 from pipeline.errors import UserError
 from pipeline.outage import Buffer
 from pipeline.ui import epoch_line, info
@@ -63,16 +63,6 @@ LOGGED_AT = "logged_at_ms"  # an epoch's first logging attempt (pipeline.outage 
 
 
 # ------------------------------------------------------------------------------- resolution
-def project_root(cwd: str | Path | None = None) -> Path:
-    """The project root: `cwd`, or the outer project when `cwd` is a `dvc exp run --temp` copy."""
-    here = Path(cwd if cwd is not None else os.getcwd()).resolve()
-    for p in (here, *here.parents):
-        # <root>/.dvc/tmp/exps/<tmpdir>/...: p is the `exps` folder.
-        if p.name == "exps" and p.parent.name == "tmp" and p.parent.parent.name == ".dvc":
-            return p.parent.parent.parent
-    return here
-
-
 def _absolute_sqlite(uri: str, root: Path) -> str:
     """`sqlite:///rel.db` is relative to the cwd; anchor it at the project root instead."""
     prefix = "sqlite:///"
