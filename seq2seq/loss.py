@@ -24,6 +24,14 @@ from torch.autograd.function import once_differentiable
 from seq2seq.precision import padded_cast
 
 
+def _scaled_mm(a: Tensor, b: Tensor, alpha: float) -> Tensor:
+    """alpha * (a @ b), the scaling done by the matrix product itself."""
+    if alpha == 1.0:
+        return a @ b
+    out = a.new_empty(a.shape[0], b.shape[1])
+    return torch.addmm(out, a, b, beta=0, alpha=alpha, out=out)
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -83,28 +91,29 @@ class _LinearCrossEntropy(torch.autograd.Function):
         ls, vocab = ctx.label_smoothing, p.shape[1]
         # d loss / d z = p - (1 - ls) * onehot(gold) - ls / V on kept rows: p goes to the
         # products as it is; the other two terms are a gather / index-add and a rank-one term.
-        hot = keep.to(x.dtype) * (1 - ls)  # (N,) the one-hot's weight per row
-        uniform = keep.to(x.dtype) * (ls / vocab)  # (N,) the uniform term's per row
-        scale = grad.to(x.dtype)
+        # The incoming gradient (a scalar: 1 / tokens in training) scales the products inside
+        # the matrix multiply (alpha) and the small terms before they are applied, instead of a
+        # pass over each (N, H) and (V, H) result. This function runs on the CPU only (the
+        # model's own path), where reading the scalar costs no device sync.
+        scale = float(grad)
+        hot = keep.to(x.dtype) * ((1 - ls) * scale)  # (N,) the one-hot's weight per row
+        uniform = keep.to(x.dtype) * (ls / vocab * scale)  # (N,) the uniform term's per row
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = (p @ w_low)[:n].to(x.dtype)
+            grad_x = _scaled_mm(p, w_low, scale)[:n].to(x.dtype)
             grad_x.sub_(weight.index_select(0, idx) * hot.unsqueeze(1))
             if ls:
                 grad_x.sub_(torch.outer(uniform, weight.sum(0)))
-            grad_x.mul_(scale)
         if ctx.needs_input_grad[1]:
-            grad_w = (p.t() @ x_low).to(weight.dtype)
+            grad_w = _scaled_mm(p.t(), x_low, scale).to(weight.dtype)
             grad_w.index_add_(0, idx, x * hot.unsqueeze(1), alpha=-1)
             if ls:
                 grad_w.sub_(uniform @ x)
-            grad_w.mul_(scale)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = p[:n].sum(0, dtype=x.dtype)
+            grad_b = p[:n].sum(0, dtype=x.dtype).mul_(scale)
             grad_b.index_add_(0, idx, hot, alpha=-1)
             if ls:
                 grad_b.sub_(uniform.sum())
-            grad_b.mul_(scale)
         return grad_x, grad_w, grad_b, None, None, None, None, None
 
 

@@ -28,7 +28,7 @@ nn.LSTM's oneDNN bf16 kernels instead. Without gradients (validation, decoding) 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -166,13 +166,17 @@ class Seq2Seq(nn.Module):
         label_smoothing: float,
     ) -> tuple[Tensor, int]:
         steps = tgt.shape[1] - 1
-        plan = _StepPlan(_host_bools(tf_mask, steps), _host_ints(tgt_lens), steps, tgt.device)
+        fused = _own_lstm(self.out.weight)  # the output layer and its loss in one function
+        tf, lens = _host_bools(tf_mask, steps), _host_ints(tgt_lens)
+        packed = fused and PACKED_DECODER
+        plan = _StepPlan(tf, lens, steps, tgt.device, packed=packed)
         h, c = self.encode(src, torch.as_tensor(src_lens))
         if plan.order is not None:  # longest target first: a segment's live rows are a prefix
             tgt = tgt.index_select(0, plan.order)
             h, c = h.index_select(1, plan.order), c.index_select(1, plan.order)
         ls = label_smoothing
-        fused = _own_lstm(self.out.weight)  # the output layer and its loss in one function
+        if packed:  # the CPU's training path: the decoder on packed rows, segment by segment
+            return self._packed_decode_loss((h, c), tgt, plan, ls), plan.n_tokens
         outs, loss = self._decode_segments((h, c), tgt, plan, ls, fused)
         hidden = outs.reshape(-1, outs.shape[-1]).index_select(0, plan.flat_idx)  # (N, H)
         gold = tgt[:, 1:].reshape(-1).index_select(0, plan.flat_idx)  # (N,)
@@ -184,6 +188,49 @@ class Seq2Seq(nn.Module):
             logits = _at_least_fp32(self.out(self.dropout(hidden)))  # (N, V)
             loss = loss + F.cross_entropy(logits, gold, reduction="sum", label_smoothing=ls)
         return loss, plan.n_tokens
+
+    def _packed_decode_loss(self, state: State, tgt: Tensor, plan: _StepPlan, ls: float) -> Tensor:
+        """The summed cross-entropy (label smoothing `ls`) of the decoder run on packed rows:
+        every step holds only the rows whose target is unfinished (time-major, as a
+        PackedSequence's data), so no step of a finished row is computed, and teacher-forced
+        runs need no cuts where rows finish (`_StepPlan(packed=True)`). A segment ends only
+        before a free-running step, whose first input is the segment end's argmax. The output
+        layer and loss run through linear_cross_entropy: once for the segment ends' rows (they
+        need the argmax now), once for all other rows."""
+        flat = tgt.reshape(-1)
+        emb = self.dropout(self.tgt_emb(flat.index_select(0, plan.in_idx)))  # (N, E) packed
+        w, b, w_low = self.out.weight, self.out.bias, self._out_gemm_weight()
+        loss = emb.new_zeros((), dtype=torch.promote_types(emb.dtype, torch.float32))
+        h, c = state
+        kept: list[Tensor] = []
+        pred = tgt[:, 0]  # replaced by each segment end's argmax before a free segment reads it
+        for seg in plan.packed:
+            x = emb[seg.lo : seg.hi]
+            if seg.free:  # free-running: the first step's input is the previous prediction
+                # a sparse gradient: a few rows, not a dense (V, E) one per segment
+                ids = pred[: seg.live]
+                first = self.dropout(F.embedding(ids, self.tgt_emb.weight, PAD, sparse=True))
+                x = torch.cat([first, x[seg.live :]])
+            h0, c0 = h[:, : seg.live].contiguous(), c[:, : seg.live].contiguous()
+            out, (h, c) = _lstm_layers(
+                self.decoder, x, (h0, c0), self.dropout, seg.sizes, cache=self._gemm_weights
+            )
+            if not seg.end_rows:
+                kept.append(out)
+                continue
+            # the next segment is free-running: the last step's rows (those still unfinished)
+            # give their logits' argmax now; their gold is the next token
+            split = out.shape[0] - seg.end_rows
+            kept.append(out[:split])
+            gold = tgt[: seg.end_rows, seg.stop]
+            term, pred = linear_cross_entropy(
+                self.dropout(out[split:]), w, b, gold, ls, PAD, argmax=True, gemm_weight=w_low
+            )
+            loss = loss + term
+        hidden = torch.cat(kept) if len(kept) > 1 else kept[0]  # (N - segment-end rows, H)
+        gold = flat.index_select(0, plan.gold_idx)
+        main, _ = linear_cross_entropy(self.dropout(hidden), w, b, gold, ls, gemm_weight=w_low)
+        return loss + main
 
     def _decode_segments(
         self, state: State, tgt: Tensor, plan: _StepPlan, ls: float, fused: bool
@@ -246,6 +293,7 @@ class Seq2Seq(nn.Module):
 
 OWN_BACKWARD = True  # False: the CPU's training step runs nn.LSTM's own kernels (benchmarks)
 OWN_BF16 = True  # False: under bf16 autocast the CPU's training step runs nn.LSTM's (oneDNN)
+PACKED_DECODER = True  # False: the CPU's training step runs the decoder's padded segments
 
 
 def _own_backward(x: Tensor) -> bool:
@@ -370,13 +418,24 @@ class _StepPlan:
     the segment's (a cut); live: rows whose target is unfinished at a segment's start (a prefix).
     end_gold_idx: flat positions in tgt (B, T) of the gold tokens of the segment-end logits.
     flat_idx (N,): positions b * steps + t with t < tgt_lens[b] - 1, minus the segment ends.
+
+    `packed`: the plan of `Seq2Seq._packed_decode_loss` instead, in `packed` (a `_PackedSegment`
+    per segment, a new one only at free-running steps), `in_idx` (N,): positions in tgt (B, T)
+    of the decoder inputs of all live (row, step) pairs, time-major (the packed rows' order),
+    and `gold_idx`: positions in tgt of the gold tokens of the packed rows that are not segment
+    ends, in the order `_packed_decode_loss` concatenates them.
     """
 
-    def __init__(self, tf: list[bool], tgt_lens: np.ndarray, steps: int, device) -> None:
+    def __init__(
+        self, tf: list[bool], tgt_lens: np.ndarray, steps: int, device, packed: bool = False
+    ) -> None:
         order = np.argsort(-tgt_lens, kind="stable")
         sorted_already = bool((order == np.arange(len(order))).all())
         self.order = None if sorted_already else _device_index(order, device)
         lens = tgt_lens[order] - 1  # decoder steps per row, descending
+        if packed:
+            self._pack(tf, lens, steps, device)
+            return
         live_at = np.searchsorted(-lens, -np.arange(steps), side="left")  # rows with lens > t
         live_at = np.maximum(live_at, 1)  # a finished batch still runs one row (never empty)
         self.steps = steps
@@ -404,6 +463,43 @@ class _StepPlan:
         for end, _ in ends:
             valid[:, end] = False
         self.flat_idx = _device_index(np.flatnonzero(valid), device)
+
+    def _pack(self, tf: list[bool], lens: np.ndarray, steps: int, device) -> None:
+        last = int(lens[0])  # steps past the longest target have no live row
+        live_at = np.searchsorted(-lens, -np.arange(last), side="left")  # rows with lens > t
+        offsets = np.concatenate([[0], np.cumsum(live_at)])
+        self.n_tokens = int(offsets[-1])
+        starts = [t for t in range(last) if t == 0 or not tf[t]]
+        stops = [*starts[1:], last]
+        self.packed: list[_PackedSegment] = []
+        gold: list[np.ndarray] = []
+        step_of = np.repeat(np.arange(last), live_at)  # each packed row's step and row
+        row_of = np.arange(self.n_tokens) - np.repeat(offsets[:-1], live_at)
+        for start, stop in zip(starts, stops, strict=True):
+            end_rows = int(live_at[stop - 1]) if stop < last else 0
+            lo, hi = int(offsets[start]), int(offsets[stop])
+            sizes = torch.from_numpy(live_at[start:stop].astype(np.int64))
+            seg = _PackedSegment(lo, hi, sizes, int(live_at[start]), start > 0, stop, end_rows)
+            self.packed.append(seg)
+            kept = slice(lo, hi - end_rows)
+            gold.append(row_of[kept] * (steps + 1) + step_of[kept] + 1)
+        self.in_idx = _device_index(row_of * (steps + 1) + step_of, device)
+        self.gold_idx = _device_index(np.concatenate(gold), device)
+
+
+class _PackedSegment(NamedTuple):
+    """Steps [stop - len(sizes), stop) of a packed decoder pass: its packed rows [lo, hi), the
+    live rows per step (`sizes`, CPU, non-increasing), `live` = sizes[0], whether its first
+    step is free-running, and `end_rows`: the rows of its last step whose argmax the next
+    (free-running) segment needs (0 when none follows)."""
+
+    lo: int
+    hi: int
+    sizes: Tensor
+    live: int
+    free: bool
+    stop: int
+    end_rows: int
 
 
 def _at_least_fp32(x: Tensor) -> Tensor:

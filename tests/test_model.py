@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -78,17 +79,28 @@ def test_fast_forward_equals_step_by_step_loss_and_gradients(kind: str) -> None:
     assert n == int((b.tgt != PAD).sum()) - len(b)  # predicted tokens incl. <eos>
 
 
-@pytest.mark.parametrize("ratio", [1.0, 0.7, 0.0])
-def test_fast_forward_equals_step_by_step_on_mixed_lengths(ratio: float) -> None:
-    """Unsorted rows of very different lengths: the forward reorders them, cuts teacher-forced
-    runs where rows finish and runs only live rows; none of that may change loss or gradients."""
-    g = torch.Generator().manual_seed(11)
-    n = 24
+def _mixed_lengths_batch(g: torch.Generator, n: int = 24):
     src = [torch.randint(4, V_SRC, (int(k),), generator=g).tolist() for k in range(1, n + 1)]
     tgt = [
         torch.randint(4, V_TGT, (int(k),), generator=g).tolist() for k in (torch.arange(n) * 7) % 19
     ]
-    b = ParallelCorpus.from_lists(src, tgt).collate(torch.arange(n).numpy())
+    return ParallelCorpus.from_lists(src, tgt).collate(torch.arange(n).numpy())
+
+
+@pytest.mark.parametrize("packed", [True, False])
+@pytest.mark.parametrize("ratio", [1.0, 0.7, 0.0])
+def test_fast_forward_equals_step_by_step_on_mixed_lengths(
+    monkeypatch, ratio: float, packed: bool
+) -> None:
+    """Unsorted rows of very different lengths: the forward reorders them and runs only live
+    rows, on packed rows (the CPU's training path) or in padded segments cut where rows finish
+    (elsewhere); none of that may change loss or gradients."""
+    import seq2seq.model as model_module
+
+    monkeypatch.setattr(model_module, "PACKED_DECODER", packed)
+    g = torch.Generator().manual_seed(11)
+    n = 24
+    b = _mixed_lengths_batch(g, n)
     steps = b.tgt.shape[1] - 1
     mask = torch.rand(steps, generator=g) < ratio
     mask[0] = True
@@ -97,6 +109,27 @@ def test_fast_forward_equals_step_by_step_on_mixed_lengths(ratio: float) -> None
     if ratio == 1.0:
         assert len(plan.segments) > 1 and not any(plan.free)  # cuts only
     _assert_fast_equals_step_by_step(_model(seed=6), b, mask)
+
+
+def test_packed_plan_runs_each_live_step_once_and_segments_only_at_free_steps() -> None:
+    g = torch.Generator().manual_seed(12)
+    b = _mixed_lengths_batch(g)
+    steps = b.tgt.shape[1] - 1
+    mask = torch.rand(steps, generator=g) < 0.6
+    plan = _StepPlan(mask.tolist(), b.tgt_lens.numpy(), steps, b.tgt.device, packed=True)
+    lens = np.sort(b.tgt_lens.numpy() - 1)[::-1]  # decoder steps per row, longest first
+    tgt = b.tgt.index_select(0, plan.order).reshape(-1)
+    starts = [seg.stop - len(seg.sizes) for seg in plan.packed]
+    assert starts == [0, *(t for t in range(1, int(lens[0])) if not mask[t])]
+    assert all(seg.free == (seg.stop - len(seg.sizes) > 0) for seg in plan.packed)
+    sizes = torch.cat([seg.sizes for seg in plan.packed]).numpy()
+    assert sizes.tolist() == [int((lens > t).sum()) for t in range(int(lens[0]))]  # live rows
+    assert plan.packed[-1].hi == plan.n_tokens == int(lens.sum()) == len(plan.in_idx)
+    assert (tgt[plan.in_idx] != PAD).all()  # no step of a finished row is run
+    ends = sum(seg.end_rows for seg in plan.packed)
+    assert ends > 0 and len(plan.gold_idx) + ends == plan.n_tokens
+    assert (tgt[plan.gold_idx] != PAD).all()
+    assert len(set(plan.gold_idx.tolist())) == len(plan.gold_idx)
 
 
 @pytest.mark.parametrize("ratio", [1.0, 0.5])
