@@ -104,3 +104,19 @@ def test_opennmt_peer_trains_the_same_model(tmp_path: Path) -> None:
     assert out["params"]["opennmt"] == out["params"]["ours"]
     assert set(out["ratios"]) == {"ours_tf1/opennmt"}
     assert not any("failed" in n for n in out["notes"]), out["notes"]
+
+
+def test_decoder_packing_compares_both_decoder_paths(tmp_path: Path) -> None:
+    """benchmarks/decoder_packing.py: one JSON line, both arms trained on every chunk."""
+    script = ROOT / "benchmarks" / "decoder_packing.py"
+    data = toy_corpus(tmp_path / "data")
+    cmd = [sys.executable, str(script), "--data", str(data), "--batch", "16", "--chunk", "1"]
+    cmd += ["--rounds", "2", "--threads", "1", "--tf", "0.5"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout
+    result = json.loads(lines[0])["tf0.5"]
+    assert len(result["padded_tok_s"]) == len(result["packed_tok_s"]) == 2
+    assert min(result["padded_tok_s"] + result["packed_tok_s"]) > 0
+    assert result["packed_over_padded"] > 0
