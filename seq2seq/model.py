@@ -11,8 +11,11 @@ positions (one big Linear + cross-entropy) plus, at each segment end, the logits
 feeds the next segment. Rows are ordered longest target first, and each segment runs only the
 rows whose target is not finished yet (a long teacher-forced run is also cut where a quarter of
 its rows have finished), so padded target positions cost almost nothing even in batches of
-mixed lengths. The coin flips are drawn up front on the host, so nothing waits for the device
-mid-step.
+mixed lengths. On the CPU's training path (seq2seq.lstm's layer, below) the decoder runs on
+packed rows instead: every step holds exactly the unfinished rows, so no cuts are needed and a
+segment ends only before a free-running step (`PACKED_DECODER = False` runs the padded
+segments there too; benchmarks/decoder_packing.py compares them). The coin flips are drawn up
+front on the host, so nothing waits for the device mid-step.
 
 On the CPU, with gradients and without autocast, both LSTMs run one layer at a time through
 seq2seq.lstm's layer, whose backward computes the weight gradients in one matrix product over
