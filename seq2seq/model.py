@@ -171,14 +171,17 @@ class Seq2Seq(nn.Module):
         steps = tgt.shape[1] - 1
         fused = _own_lstm(self.out.weight)  # the output layer and its loss in one function
         tf, lens = _host_bools(tf_mask, steps), _host_ints(tgt_lens)
-        packed = fused and PACKED_DECODER
-        plan = _StepPlan(tf, lens, steps, tgt.device, packed=packed)
+        plan: _StepPlan | _PackedPlan
+        if fused and PACKED_DECODER:
+            plan = _PackedPlan(tf, lens, steps, tgt.device)
+        else:
+            plan = _StepPlan(tf, lens, steps, tgt.device)
         h, c = self.encode(src, torch.as_tensor(src_lens))
         if plan.order is not None:  # longest target first: a segment's live rows are a prefix
             tgt = tgt.index_select(0, plan.order)
             h, c = h.index_select(1, plan.order), c.index_select(1, plan.order)
         ls = label_smoothing
-        if packed:  # the CPU's training path: the decoder on packed rows, segment by segment
+        if isinstance(plan, _PackedPlan):  # the CPU's training path: packed rows
             return self._packed_decode_loss((h, c), tgt, plan, ls), plan.n_tokens
         outs, loss = self._decode_segments((h, c), tgt, plan, ls, fused)
         hidden = outs.reshape(-1, outs.shape[-1]).index_select(0, plan.flat_idx)  # (N, H)
@@ -192,11 +195,13 @@ class Seq2Seq(nn.Module):
             loss = loss + F.cross_entropy(logits, gold, reduction="sum", label_smoothing=ls)
         return loss, plan.n_tokens
 
-    def _packed_decode_loss(self, state: State, tgt: Tensor, plan: _StepPlan, ls: float) -> Tensor:
+    def _packed_decode_loss(
+        self, state: State, tgt: Tensor, plan: _PackedPlan, ls: float
+    ) -> Tensor:
         """The summed cross-entropy (label smoothing `ls`) of the decoder run on packed rows:
         every step holds only the rows whose target is unfinished (time-major, as a
         PackedSequence's data), so no step of a finished row is computed, and teacher-forced
-        runs need no cuts where rows finish (`_StepPlan(packed=True)`). A segment ends only
+        runs need no cuts where rows finish (`_PackedPlan`). A segment ends only
         before a free-running step, whose first input is the segment end's argmax. The output
         layer and loss run through linear_cross_entropy: once for the segment ends' rows (they
         need the argmax now), once for all other rows."""
@@ -207,7 +212,7 @@ class Seq2Seq(nn.Module):
         h, c = state
         kept: list[Tensor] = []
         pred = tgt[:, 0]  # replaced by each segment end's argmax before a free segment reads it
-        for seg in plan.packed:
+        for seg in plan.segments:
             x = emb[seg.lo : seg.hi]
             if seg.free:  # free-running: the first step's input is the previous prediction
                 # a sparse gradient: a few rows, not a dense (V, E) one per segment
@@ -421,24 +426,10 @@ class _StepPlan:
     the segment's (a cut); live: rows whose target is unfinished at a segment's start (a prefix).
     end_gold_idx: flat positions in tgt (B, T) of the gold tokens of the segment-end logits.
     flat_idx (N,): positions b * steps + t with t < tgt_lens[b] - 1, minus the segment ends.
-
-    `packed`: the plan of `Seq2Seq._packed_decode_loss` instead, in `packed` (a `_PackedSegment`
-    per segment, a new one only at free-running steps), `in_idx` (N,): positions in tgt (B, T)
-    of the decoder inputs of all live (row, step) pairs, time-major (the packed rows' order),
-    and `gold_idx`: positions in tgt of the gold tokens of the packed rows that are not segment
-    ends, in the order `_packed_decode_loss` concatenates them.
     """
 
-    def __init__(
-        self, tf: list[bool], tgt_lens: np.ndarray, steps: int, device, packed: bool = False
-    ) -> None:
-        order = np.argsort(-tgt_lens, kind="stable")
-        sorted_already = bool((order == np.arange(len(order))).all())
-        self.order = None if sorted_already else _device_index(order, device)
-        lens = tgt_lens[order] - 1  # decoder steps per row, descending
-        if packed:
-            self._pack(tf, lens, steps, device)
-            return
+    def __init__(self, tf: list[bool], tgt_lens: np.ndarray, steps: int, device) -> None:
+        self.order, lens = _longest_first(tgt_lens, device)
         live_at = np.searchsorted(-lens, -np.arange(steps), side="left")  # rows with lens > t
         live_at = np.maximum(live_at, 1)  # a finished batch still runs one row (never empty)
         self.steps = steps
@@ -467,14 +458,26 @@ class _StepPlan:
             valid[:, end] = False
         self.flat_idx = _device_index(np.flatnonzero(valid), device)
 
-    def _pack(self, tf: list[bool], lens: np.ndarray, steps: int, device) -> None:
+
+class _PackedPlan:
+    """Host-side plan of `Seq2Seq._packed_decode_loss`: the decoder over packed rows ordered
+    longest target first (`order` as `_StepPlan`'s).
+
+    segments: a `_PackedSegment` per segment, a new one only at free-running steps; in_idx (N,):
+    positions in tgt (B, T) of the decoder inputs of all live (row, step) pairs, time-major (the
+    packed rows' order); gold_idx: positions in tgt of the gold tokens of the packed rows that
+    are not segment ends, in the order `_packed_decode_loss` concatenates them.
+    """
+
+    def __init__(self, tf: list[bool], tgt_lens: np.ndarray, steps: int, device) -> None:
+        self.order, lens = _longest_first(tgt_lens, device)
         last = int(lens[0])  # steps past the longest target have no live row
         live_at = np.searchsorted(-lens, -np.arange(last), side="left")  # rows with lens > t
         offsets = np.concatenate([[0], np.cumsum(live_at)])
         self.n_tokens = int(offsets[-1])
         starts = [t for t in range(last) if t == 0 or not tf[t]]
         stops = [*starts[1:], last]
-        self.packed: list[_PackedSegment] = []
+        self.segments: list[_PackedSegment] = []
         gold: list[np.ndarray] = []
         step_of = np.repeat(np.arange(last), live_at)  # each packed row's step and row
         row_of = np.arange(self.n_tokens) - np.repeat(offsets[:-1], live_at)
@@ -483,7 +486,7 @@ class _StepPlan:
             lo, hi = int(offsets[start]), int(offsets[stop])
             sizes = torch.from_numpy(live_at[start:stop].astype(np.int64))
             seg = _PackedSegment(lo, hi, sizes, int(live_at[start]), start > 0, stop, end_rows)
-            self.packed.append(seg)
+            self.segments.append(seg)
             kept = slice(lo, hi - end_rows)
             gold.append(row_of[kept] * (steps + 1) + step_of[kept] + 1)
         self.in_idx = _device_index(row_of * (steps + 1) + step_of, device)
@@ -503,6 +506,14 @@ class _PackedSegment(NamedTuple):
     free: bool
     stop: int
     end_rows: int
+
+
+def _longest_first(tgt_lens: np.ndarray, device) -> tuple[Tensor | None, np.ndarray]:
+    """The row order longest target first (None when the batch already is) and the decoder
+    steps per row in that order."""
+    order = np.argsort(-tgt_lens, kind="stable")
+    sorted_already = bool((order == np.arange(len(order))).all())
+    return None if sorted_already else _device_index(order, device), tgt_lens[order] - 1
 
 
 def _at_least_fp32(x: Tensor) -> Tensor:

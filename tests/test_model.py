@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from seq2seq.batching import ParallelCorpus
-from seq2seq.model import FastDropout, Seq2Seq, _StepPlan
+from seq2seq.model import FastDropout, Seq2Seq, _PackedPlan, _StepPlan
 from seq2seq.precision import bf16_problem
 from seq2seq.vocab import PAD
 
@@ -98,17 +98,30 @@ def test_fast_forward_equals_step_by_step_on_mixed_lengths(
     import seq2seq.model as model_module
 
     monkeypatch.setattr(model_module, "PACKED_DECODER", packed)
+    ran = []  # which decoder path the model's forward took
+    for name in ("_packed_decode_loss", "_decode_segments"):
+        method = getattr(Seq2Seq, name)
+        spy = lambda *a, _m=method, _n=name, **k: ran.append(_n) or _m(*a, **k)  # noqa: E731
+        monkeypatch.setattr(Seq2Seq, name, spy)
     g = torch.Generator().manual_seed(11)
     n = 24
     b = _mixed_lengths_batch(g, n)
     steps = b.tgt.shape[1] - 1
     mask = torch.rand(steps, generator=g) < ratio
     mask[0] = True
-    plan = _StepPlan(mask.tolist(), b.tgt_lens.numpy(), steps, b.tgt.device)
-    assert plan.order is not None and min(plan.live) < n  # the shortcuts are really taken
-    if ratio == 1.0:
-        assert len(plan.segments) > 1 and not any(plan.free)  # cuts only
+    lens, tf = b.tgt_lens.numpy(), mask.tolist()
+    if packed:  # finished rows leave the steps that follow, without cutting the segment
+        segments = _PackedPlan(tf, lens, steps, b.tgt.device).segments
+        assert min(int(seg.sizes[-1]) for seg in segments) < n
+        if ratio == 1.0:
+            assert len(segments) == 1
+    else:
+        plan = _StepPlan(tf, lens, steps, b.tgt.device)
+        assert plan.order is not None and min(plan.live) < n  # the shortcuts are really taken
+        if ratio == 1.0:
+            assert len(plan.segments) > 1 and not any(plan.free)  # cuts only
     _assert_fast_equals_step_by_step(_model(seed=6), b, mask)
+    assert set(ran) == {"_packed_decode_loss" if packed else "_decode_segments"}
 
 
 def test_packed_plan_runs_each_live_step_once_and_segments_only_at_free_steps() -> None:
@@ -116,17 +129,17 @@ def test_packed_plan_runs_each_live_step_once_and_segments_only_at_free_steps() 
     b = _mixed_lengths_batch(g)
     steps = b.tgt.shape[1] - 1
     mask = torch.rand(steps, generator=g) < 0.6
-    plan = _StepPlan(mask.tolist(), b.tgt_lens.numpy(), steps, b.tgt.device, packed=True)
+    plan = _PackedPlan(mask.tolist(), b.tgt_lens.numpy(), steps, b.tgt.device)
     lens = np.sort(b.tgt_lens.numpy() - 1)[::-1]  # decoder steps per row, longest first
     tgt = b.tgt.index_select(0, plan.order).reshape(-1)
-    starts = [seg.stop - len(seg.sizes) for seg in plan.packed]
+    starts = [seg.stop - len(seg.sizes) for seg in plan.segments]
     assert starts == [0, *(t for t in range(1, int(lens[0])) if not mask[t])]
-    assert all(seg.free == (seg.stop - len(seg.sizes) > 0) for seg in plan.packed)
-    sizes = torch.cat([seg.sizes for seg in plan.packed]).numpy()
+    assert all(seg.free == (seg.stop - len(seg.sizes) > 0) for seg in plan.segments)
+    sizes = torch.cat([seg.sizes for seg in plan.segments]).numpy()
     assert sizes.tolist() == [int((lens > t).sum()) for t in range(int(lens[0]))]  # live rows
-    assert plan.packed[-1].hi == plan.n_tokens == int(lens.sum()) == len(plan.in_idx)
+    assert plan.segments[-1].hi == plan.n_tokens == int(lens.sum()) == len(plan.in_idx)
     assert (tgt[plan.in_idx] != PAD).all()  # no step of a finished row is run
-    ends = sum(seg.end_rows for seg in plan.packed)
+    ends = sum(seg.end_rows for seg in plan.segments)
     assert ends > 0 and len(plan.gold_idx) + ends == plan.n_tokens
     assert (tgt[plan.gold_idx] != PAD).all()
     assert len(set(plan.gold_idx.tolist())) == len(plan.gold_idx)
