@@ -312,7 +312,7 @@ class TuneConfig(_Section):
     metric: Literal["val_bleu", "val_loss", "val_ppl"] = "val_bleu"
     max_concurrent_trials: int = Field(0, ge=0, description="0: as many as the cluster fits")
     grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial may be stopped")
-    reduction_factor: int = Field(4, ge=2)
+    reduction_factor: int = Field(8, ge=2)
     scheduler: Literal["asha", "fifo"] = "asha"  # fifo: no early stopping (equal budgets)
     seed: int = 9  # the default 2-sample sweep then compares a 1-layer with a 2-layer model
     export_top: int = Field(

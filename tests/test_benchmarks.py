@@ -120,3 +120,94 @@ def test_decoder_packing_compares_both_decoder_paths(tmp_path: Path) -> None:
     assert len(result["padded_tok_s"]) == len(result["packed_tok_s"]) == 2
     assert min(result["padded_tok_s"] + result["packed_tok_s"]) > 0
     assert result["packed_over_padded"] > 0
+
+
+def _replay_module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import asha_replay
+    finally:
+        sys.path.pop(0)
+    return asha_replay
+
+
+@pytest.mark.parametrize("rf", [2, 3, 4, 8])
+def test_asha_replay_stops_trials_as_ray_tunes_asha_would(rf: int) -> None:
+    """benchmarks/asha_replay.py: the replayed results, fed in the same order to Ray Tune's own
+    ASHA bracket (as the pipeline configures it), get the same stop/continue decisions."""
+    from ray.tune.schedulers.async_hyperband import _Bracket
+
+    replay = _replay_module()
+    rng = random.Random(rf)
+    epochs = 8
+    trials = [
+        replay.Trial(
+            name=str(i),
+            epoch_seconds=[rng.uniform(10, 50)] * epochs,
+            scores=sorted(rng.uniform(0, 60) for _ in range(epochs)),
+            overhead=rng.uniform(5, 15),
+        )
+        for i in range(20)
+    ]
+    r = replay.replay(trials, epochs=epochs, grace=1, rf=rf, slots=2, gap=3.0)
+    bracket = _Bracket(min_t=1, max_t=epochs + 1, reduction_factor=rf, s=0)
+    assert [m for m, _ in bracket._rungs] == r.rungs
+    stops = [0] * len(trials)
+    for i, epoch, score in r.results:
+        trial = type("T", (), {"trial_id": str(i)})()
+        if bracket.on_result(trial, epoch, score) == "STOP" or epoch == epochs:
+            stops[i] = epoch
+    assert stops == r.stops
+    assert 1 in stops and epochs in stops  # some stopped early, some trained to the end
+    assert r.epochs == sum(stops) and r.extrapolated == 0
+
+
+def test_asha_replay_reads_a_sweep_from_mlflow(tmp_path: Path) -> None:
+    """The script on a sweep written to MLflow as `pipeline tune` writes one: its own setting
+    replays to the measured stops, a stricter one stops more."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("sweep")
+    t0 = 1_700_000_000_000
+    params = {"tune.reduction_factor": "4", "tune.grace_period": "1", "train.epochs": "4"}
+    parent = client.create_run(exp, start_time=t0, run_name="tune-x")
+    for k, v in {**params, "tune.metric": "val_bleu"}.items():
+        client.log_param(parent.info.run_id, k, v)
+    # (start s, epoch seconds, val_bleu per epoch): ASHA (rungs 4 and 1) let a and c train
+    # all 4 epochs and stopped b after its first (0.5 below a's 1.0 at rung 1)
+    measured = [(0, 10, [1.0, 2.0, 3.0, 4.0]), (1, 20, [0.5]), (25, 10, [2.0, 3.0, 3.5, 5.0])]
+    end = t0
+    for n, (start, secs, scores) in enumerate(measured):
+        s0 = t0 + start * 1000
+        kid = client.create_run(
+            exp,
+            start_time=s0,
+            run_name=f"trial{n}",
+            tags={"mlflow.parentRunId": parent.info.run_id},
+        )
+        for e, score in enumerate(scores, 1):
+            ts = s0 + (2 + e * secs) * 1000
+            client.log_metric(kid.info.run_id, "epoch_seconds", secs, timestamp=ts, step=e)
+            client.log_metric(kid.info.run_id, "val_bleu", score, timestamp=ts, step=e)
+        stop = s0 + (3 + len(scores) * secs) * 1000
+        client.set_terminated(kid.info.run_id, end_time=stop)
+        end = max(end, stop)
+    client.set_terminated(parent.info.run_id, end_time=end + 1000)
+    script = ROOT / "benchmarks" / "asha_replay.py"
+    cmd = [sys.executable, str(script), "--tracking-uri", uri, "--rf", "16"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout
+    out = json.loads(lines[0])
+    assert out["sweep"]["trials"] == 3 and out["sweep"]["epochs_trained"] == 9
+    own = out["replayed"]["rf4"]
+    assert own["stops"] == [4, 1, 4] and own["same_stops_as_measured"]
+    assert own["best"] == 5.0 and own["best_is_measured_best"]
+    # the measured gap (b's end at 24 s to c's start at 25 s) and start-up (3 s) before each
+    # trial's epochs: b's slot frees at 24 s (1 + 3 + 20), c ends 1 + 3 + 40 s after that
+    assert abs(own["minutes"] * 60 - 68.0) < 0.5
+    strict = out["replayed"]["rf16"]
+    assert strict["rungs"] == [1] and strict["extrapolated"] == 0

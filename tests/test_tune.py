@@ -59,18 +59,25 @@ def test_trials_that_fit() -> None:
     assert raycluster.trials_that_fit(fixed, cpus=2, gpus=0, gpu=False) == 3
 
 
-def test_trial_processes_import_no_mlflow() -> None:
+def test_trial_processes_import_no_mlflow_and_no_cli() -> None:
     """What a trial's Ray processes import (the trainable's module, the controller's callbacks,
-    the workers' loop) leaves MLflow out: it costs each of them about 1 s of CPU."""
+    the workers' loop) leaves MLflow out (about 1 s of CPU each) and the CLI (Typer and every
+    command's imports: `pipeline.app` is imported on first use)."""
     import sys
 
     code = (
         "import sys; import pipeline.trial, pipeline.raycluster, pipeline.runs, "
-        "pipeline.trainloop; print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))"
+        "pipeline.trainloop; print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'mlflow', 'typer'}), 'pipeline.cli' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.strip() == "[] False"
     assert tune.run_trial.__module__ == "pipeline.trial"  # what Tune pickles by reference
+    import typer
+
+    import pipeline
+
+    assert isinstance(pipeline.app, typer.Typer) and "app" in dir(pipeline)  # `typer pipeline`
 
 
 def test_resume_without_a_sweep_is_a_user_error(
