@@ -1,7 +1,8 @@
 """Batched greedy and beam-search decoding, and `translate_ids` over a whole corpus.
 
-Both decoders run on whole batches (beam search as (B*K, ...) tensors, joeynmt style) and
-return token ids without <sos>/<eos>, in input order. A hypothesis ends at <eos>; one that
+Both decoders run on whole batches (beam search as (B*K, ...) tensors, joeynmt style; its
+first step as (B, ...), since a sentence's K beams start from one state) and return token ids
+without <sos>/<eos>, in input order. A hypothesis ends at <eos>; one that
 reaches its length limit first is cut there. `max_len` counts decoding steps (the <eos> step
 included), so an output has at most `max_len` tokens; it is an int or a per-sentence (B,) tensor.
 
@@ -144,13 +145,6 @@ def _select(state: Any, index: Tensor) -> Any:
     return tuple(_select(s, index) for s in state)
 
 
-def _repeat(state: Any, k: int) -> Any:
-    """Each row of a decoder state `k` times in a row: (L, B, H) -> (L, B*K, H), nested alike."""
-    if isinstance(state, Tensor):
-        return state.repeat_interleave(k, dim=1)
-    return tuple(_repeat(s, k) for s in state)
-
-
 def _to_lists(tokens: Tensor, lengths: Tensor) -> list[list[int]]:
     """tokens (B, T), lengths (B,) -> ragged Python lists (one device->host copy)."""
     rows, lens = tokens.tolist(), lengths.tolist()
@@ -218,14 +212,15 @@ def beam_search(
     rows = torch.arange(batch, device=device)  # original index of each sentence still searching
     beams = torch.arange(k, device=device)
     with _EvalMode(model):
-        state = _repeat(model.encode(src, src_lens), k)  # (L, B*K, H) tensors
+        # step 0 runs one row a sentence: its K beams would hold the same state and <sos>
+        state = model.encode(src, src_lens)  # (L, B, H) tensors
         beam = _BeamState(batch, k, max(steps, 1), limits, length_penalty, device)
-        y = torch.full((batch * k,), SOS, dtype=torch.long, device=device)
+        y = torch.full((batch,), SOS, dtype=torch.long, device=device)
         for t in range(steps):
-            logits, state = model.decode_step(y, state)  # (B*K, V)
+            logits, state = model.decode_step(y, state)  # (B*K, V); (B, V) at step 0
             logp = torch.log_softmax(_ban_specials(logits.float()), dim=-1)
             origin, y = beam.step(t, logp)  # (B*K,) flat indices of parent beams, new tokens
-            state = _select(state, origin)
+            state = _select(state, origin if t else origin // k)  # step 0: (B, ...) -> (B*K, ...)
             if (t + 1) % every == 0 and t + 1 < steps:
                 keep = (~beam.done).nonzero().squeeze(1)  # the one host sync
                 if keep.numel() == 0 or (COMPACT_BEAMS and keep.numel() < rows.numel()):
@@ -268,10 +263,11 @@ class _BeamState:
         self.offsets = self.offsets[: self.b]  # (B', 1): row of each sentence's first beam
 
     def step(self, t: int, logp: Tensor) -> tuple[Tensor, Tensor]:
-        """Extend by one token from logp (B*K, V); returns parent indices and tokens (B*K,)."""
+        """Extend by one token from logp (B*K, V), or (B, V) shared by a sentence's K beams (at
+        step 0, where only the first is live); returns parent indices and tokens (B*K,)."""
         b, k = self.b, self.k
         vocab = logp.size(-1)
-        cand = (self.scores.unsqueeze(-1) + logp.view(b, k, vocab)).view(b, k * vocab)
+        cand = (self.scores.unsqueeze(-1) + logp.view(b, -1, vocab)).view(b, k * vocab)
         top, idx = cand.topk(min(2 * k, k * vocab), dim=-1)  # (B, 2K), sorted
         parent, token = idx // vocab, idx % vocab  # (B, 2K)
         seqs = self.tokens.gather(1, parent.unsqueeze(-1).expand(-1, -1, self.tokens.size(-1)))
