@@ -6,9 +6,10 @@ trial's per-epoch `epoch_seconds` and score (`tune.metric`), its start-up and ta
 life less its epochs), and Tune's gap between one trial's end and the next one's start. It
 then runs the same trials, in the same order, `--slots` at a time (the sweep's
 `max_concurrent_trials`), through Ray Tune's asynchronous successive-halving rule as the
-pipeline configures it (`ASHAScheduler(time_attr="epoch", max_t=epochs + 1, grace_period,
-reduction_factor)`: rungs at grace * rf**k, a trial stops at a rung when its score is below
-the (1 - 1/rf) quantile of the scores recorded there before it). The replay of the sweep's own
+pipeline configures it (`ASHAScheduler(time_attr="epoch", max_t=asha_max_t(epochs),
+grace_period, reduction_factor)`, `pipeline.stages.tune`): rungs at grace * rf**k, a trial
+stops at a rung when its score is below the (1 - 1/rf) quantile of the scores recorded there
+before it). The replay of the sweep's own
 setting is the check: its minutes against the measured wall time, and the same stops.
 
 Exact where a setting stops every trial no later than the measured sweep did (a larger
@@ -34,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.stages.tune import asha_max_t
 
 
 @dataclass
@@ -71,7 +74,7 @@ def replay(
     trials: list[Trial], *, epochs: int, grace: int, rf: float, slots: int, gap: float
 ) -> Replay:
     """The trials through ASHA, `slots` at a time, each starting when a slot frees."""
-    rungs = rungs_of(epochs + 1, grace, rf)
+    rungs = rungs_of(asha_max_t(epochs), grace, rf)
     recorded: dict[int, dict[int, float]] = {r: {} for r in rungs}
     slot_free = [0.0] * slots
     running: list[tuple[float, int, int]] = []  # (time its epoch ends, trial, epoch)

@@ -150,7 +150,9 @@ def test_asha_replay_stops_trials_as_ray_tunes_asha_would(rf: int) -> None:
         for i in range(20)
     ]
     r = replay.replay(trials, epochs=epochs, grace=1, rf=rf, slots=2, gap=3.0)
-    bracket = _Bracket(min_t=1, max_t=epochs + 1, reduction_factor=rf, s=0)
+    from pipeline.stages.tune import asha_max_t
+
+    bracket = _Bracket(min_t=1, max_t=asha_max_t(epochs), reduction_factor=rf, s=0)
     assert [m for m, _ in bracket._rungs] == r.rungs
     stops = [0] * len(trials)
     for i, epoch, score in r.results:

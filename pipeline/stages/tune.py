@@ -79,6 +79,13 @@ def _sweep_path(cfg: Config, prepared: Path, resume: bool) -> tuple[str, str]:
     return root, found[-1].name
 
 
+def asha_max_t(epochs: int) -> int:
+    """ASHA's `max_t` for runs of `epochs` epochs: one past the last, so that the scheduler
+    never stops a trial at its last epoch itself (the run ends there; benchmarks/asha_replay.py
+    replays sweeps with the same rungs)."""
+    return epochs + 1
+
+
 def _tuner(cfg: Config, trainable: Any, root: str, name: str, callback: Any, n: int) -> Any:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -89,7 +96,7 @@ def _tuner(cfg: Config, trainable: Any, root: str, name: str, callback: Any, n: 
         if cfg.tune.scheduler == "fifo"
         else ASHAScheduler(
             time_attr="epoch",
-            max_t=cfg.train.epochs + 1,
+            max_t=asha_max_t(cfg.train.epochs),
             grace_period=cfg.tune.grace_period,
             reduction_factor=cfg.tune.reduction_factor,
         )
