@@ -144,6 +144,9 @@ def load_sweep(uri: str, parent: str | None) -> tuple[dict, list[Trial], float]:
     """(the parent's params, its trials in start order, its wall seconds) from MLflow."""
     from mlflow import MlflowClient
 
+    db = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+    if db is not None and not Path(db).is_file():  # MLflow would create an empty store there
+        raise SystemExit(f"no MLflow store at {db}: run `pipeline tune` first, or --tracking-uri")
     client = MlflowClient(uri)
     runs = []
     for exp in client.search_experiments():

@@ -213,3 +213,8 @@ def test_asha_replay_reads_a_sweep_from_mlflow(tmp_path: Path) -> None:
     assert abs(own["minutes"] * 60 - 68.0) < 0.5
     strict = out["replayed"]["rf16"]
     assert strict["rungs"] == [1] and strict["extrapolated"] == 0
+    missing = tmp_path / "none" / "mlflow.db"
+    cmd = [sys.executable, str(script), "--tracking-uri", f"sqlite:///{missing}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "no MLflow store" in proc.stderr
+    assert "Traceback" not in proc.stderr and not missing.exists()
