@@ -17,7 +17,7 @@ reduction factor, a later grace period never); where it would train a trial beyo
 measured epochs, that trial's later scores are unknown: the replay keeps its last score and
 counts the decision in `extrapolated`.
 
-    python benchmarks/asha_replay.py                      # the newest sweep in ./mlflow.db
+    python benchmarks/asha_replay.py     # the newest sweep in the pipeline's store (mlflow.db)
     python benchmarks/asha_replay.py --rf 4 8 16 --tracking-uri sqlite:///other/mlflow.db
 
 Prints one JSON line: the measured sweep and, per reduction factor, the replayed minutes,
@@ -32,11 +32,11 @@ import heapq
 import json
 import statistics
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from pipeline.stages.tune import asha_max_t
+from pipeline.tracking import sqlite_file, tracking_uri
 
 
 @dataclass
@@ -144,8 +144,8 @@ def load_sweep(uri: str, parent: str | None) -> tuple[dict, list[Trial], float]:
     """(the parent's params, its trials in start order, its wall seconds) from MLflow."""
     from mlflow import MlflowClient
 
-    db = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
-    if db is not None and not Path(db).is_file():  # MLflow would create an empty store there
+    db = sqlite_file(uri)
+    if db is not None and not db.is_file():  # MLflow would create an empty store there
         raise SystemExit(f"no MLflow store at {db}: run `pipeline tune` first, or --tracking-uri")
     client = MlflowClient(uri)
     runs = []
@@ -192,8 +192,11 @@ def _step(m: object) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    default_uri = f"sqlite:///{Path('mlflow.db').resolve()}"
-    ap.add_argument("--tracking-uri", default=default_uri, help="the sweep's MLflow store")
+    ap.add_argument(
+        "--tracking-uri",
+        default=tracking_uri(),
+        help="the sweep's MLflow store (default: the pipeline's, as `pipeline tune` resolves it)",
+    )
     ap.add_argument("--parent", default=None, help="the sweep's run id or name (default: newest)")
     ap.add_argument("--rf", type=float, nargs="+", default=[3, 4, 6, 8, 16])
     ap.add_argument("--grace", type=int, default=None, help="default: the sweep's")

@@ -71,6 +71,12 @@ def _absolute_sqlite(uri: str, root: Path) -> str:
     return uri
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` tracking URI; None for any other store."""
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
+
+
 def tracking_uri(
     configured: str | None = None,
     *,
@@ -217,9 +223,8 @@ def set_up_runs_page(
 
 def _create_experiment(client: MlflowClient, name: str) -> str:
     uri = client.tracking_uri
-    location = None
-    if uri.startswith("sqlite:///"):
-        location = (Path(uri[len("sqlite:///") :]).parent / "mlruns").as_uri()
+    db = sqlite_file(uri)
+    location = (db.parent / "mlruns").as_uri() if db is not None else None
     try:
         return client.create_experiment(name, artifact_location=location)
     except Exception:  # created meanwhile by another process
@@ -355,8 +360,8 @@ def ui_hint(client: MlflowClient, experiment_id: str | None = None) -> str:
     """How to open the runs: the command, and the runs page of `experiment_id` when given."""
     uri = client.tracking_uri
     page = f", then open http://127.0.0.1:5000/{runs_path(experiment_id)}" if experiment_id else ""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///") :])
+    db = sqlite_file(uri)
+    if db is not None:
         return f"run `mlflow ui` in {db.parent} (or `mlflow ui --backend-store-uri {uri}`){page}"
     page = f" and go to {uri.rstrip('/')}/{runs_path(experiment_id)}" if experiment_id else ""
     return f"open the MLflow server at {uri}{page}"

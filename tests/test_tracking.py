@@ -50,6 +50,14 @@ def test_uri_precedence_config_then_env(tmp_path: Path) -> None:
     assert tracking.tracking_uri("http://other:1", cwd=tmp_path, env=env) == "http://other:1"
 
 
+def test_sqlite_file_names_the_database_of_sqlite_uris_only(tmp_path: Path) -> None:
+    assert tracking.sqlite_file(f"sqlite:///{tmp_path / 'm.db'}") == tmp_path / "m.db"
+    root = tmp_path.resolve()
+    assert tracking.sqlite_file(tracking.tracking_uri(cwd=root, env={})) == root / "mlflow.db"
+    assert tracking.sqlite_file("http://127.0.0.1:5000") is None
+    assert tracking.sqlite_file(f"file:{tmp_path}") is None
+
+
 def test_relative_sqlite_uri_is_anchored_at_root(tmp_path: Path) -> None:
     uri = tracking.tracking_uri("sqlite:///runs/x.db", cwd=tmp_path, env={})
     assert uri == f"sqlite:///{tmp_path.resolve()}/runs/x.db"
