@@ -11,11 +11,15 @@ the 1,000 test2016 sentences are translated (max length 2 x source + 10):
 - the same model one sentence at a time (`greedy_decode` on (1, S) tensors),
 - batched beam search (beam 5), and the same with done sentences kept in the batch until it
   is done (`search.COMPACT_BEAMS = False`, fixed shapes: how it ran before 2026-12-06),
+- all three again with nn.LSTM's step (`seq2seq.model.INFERENCE_STEP = False`, how every
+  decoder step ran before 2026-12-08: oneDNN, which reorders the weights at every call),
 
 each timed after a warm-up on 64 sentences. `ratio` = batched / single sentences per second.
 `same_as_single` is the fraction of sentences whose batched greedy ids equal the one-at-a-time
-ids (batch-mate independence on real data). BLEU is sacreBLEU against the raw references
-(lowercase=True), only to show the model is a real one.
+ids (batch-mate independence on real data); `nn_lstm_step` holds the nn.LSTM-step figures,
+with the fractions of outputs equal to the inference step's, and `ratio_to_nn_lstm_single` is
+batched greedy against nn.LSTM's one sentence at a time. BLEU is sacreBLEU against the raw
+references (lowercase=True), only to show the model is a real one.
 
     python benchmarks/decode.py                       # one epoch of training, then decoding
     python benchmarks/decode.py --train-epochs 5 --threads 2
@@ -48,6 +52,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from seq2seq import model as model_module  # noqa: E402
 from seq2seq import search  # noqa: E402
 from seq2seq.batching import ParallelCorpus  # noqa: E402
 from seq2seq.detok import detokenize  # noqa: E402
@@ -104,7 +109,8 @@ def one_at_a_time(model: Seq2Seq, src: list[list[int]], ratio: float) -> list[li
 
 
 def load(data: Path):
-    """Tokenised Multi30k train/test (de, en), vocabularies, train corpus, test ids and refs."""
+    """Tokenised Multi30k train/test (de, en): vocabularies, train corpus, test ids, refs and
+    the refs' token counts."""
     tok = {}
     for split in ("train", "test_2016_flickr"):
         for lang in ("de", "en"):
@@ -117,7 +123,7 @@ def load(data: Path):
     )
     src = [sv.encode(s)[::-1] for s in tok["test_2016_flickr", "de"]]
     refs = read_lines(data / "test_2016_flickr.en.gz")
-    ref_tokens = sum(len(t) for t in tok["test_2016_flickr", "en"])
+    ref_tokens = [len(t) for t in tok["test_2016_flickr", "en"]]  # per sentence
     return sv, tv, train_corpus, src, refs, ref_tokens
 
 
@@ -139,6 +145,14 @@ def measure(model: Seq2Seq, src: list[list[int]], batch_size: int) -> dict:
         fixed_rate, fixed = rate(lambda: batched(5), len(src))
     finally:
         search.COMPACT_BEAMS = True
+    model_module.INFERENCE_STEP = False  # as before 2026-12-07: nn.LSTM's step (oneDNN)
+    try:
+        batched(1, src[:64]), batched(5, src[:64]), one_at_a_time(model, src[:64], RATIO)
+        nn_batched_rate, nn_greedy = rate(lambda: batched(1), len(src))
+        nn_single_rate, _ = rate(lambda: one_at_a_time(model, src, RATIO), len(src))
+        nn_beam_rate, nn_beam = rate(lambda: batched(5), len(src))
+    finally:
+        model_module.INFERENCE_STEP = True
     return {
         "batched_sent_s": round(batched_rate, 1),
         "single_sent_s": round(single_rate, 1),
@@ -148,6 +162,15 @@ def measure(model: Seq2Seq, src: list[list[int]], batch_size: int) -> dict:
         "beam5_compact_speedup": round(beam_rate / fixed_rate, 2),
         "beam5_same_as_fixed": sum(a == b for a, b in zip(beam, fixed, strict=True)) / len(src),
         "same_as_single": sum(a == b for a, b in zip(greedy, single, strict=True)) / len(src),
+        "nn_lstm_step": {
+            "batched_sent_s": round(nn_batched_rate, 1),
+            "single_sent_s": round(nn_single_rate, 1),
+            "ratio": round(nn_batched_rate / nn_single_rate, 2),
+            "beam5_sent_s": round(nn_beam_rate, 1),
+            "same_greedy": sum(a == b for a, b in zip(greedy, nn_greedy, strict=True)) / len(src),
+            "same_beam5": sum(a == b for a, b in zip(beam, nn_beam, strict=True)) / len(src),
+        },
+        "ratio_to_nn_lstm_single": round(batched_rate / nn_single_rate, 2),
         "greedy": greedy,
         "beam": beam,
     }
@@ -161,9 +184,12 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--emb", type=int, default=128, help="embedding size (the seeds' model: 256)")
     p.add_argument("--hidden", type=int, default=256, help="LSTM size (the seeds' model: 512)")
+    p.add_argument("--sentences", type=int, default=None, help="decode only the first N")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     sv, tv, train_corpus, src, refs, ref_tokens = load(args.data)
+    if args.sentences is not None:
+        src, refs, ref_tokens = (x[: args.sentences] for x in (src, refs, ref_tokens))
     model, stats = train(args, train_corpus, len(sv), len(tv))
     m = measure(model, src, args.batch_size)
     greedy, beam = m.pop("greedy"), m.pop("beam")
@@ -184,7 +210,7 @@ def main() -> None:
         "train_loss": round(stats["loss"], 3),
         **m,
         "mean_hyp_tokens": round(sum(len(h) for h in greedy) / len(src), 2),
-        "mean_ref_tokens": round(ref_tokens / len(src), 2),
+        "mean_ref_tokens": round(sum(ref_tokens) / len(src), 2),
         "bleu_greedy": bleu(greedy),
         "bleu_beam5": bleu(beam),
     }

@@ -89,6 +89,7 @@ class Seq2Seq(nn.Module):
         # within a training forward under CPU bf16 autocast: the LSTM and output weights cast
         # to bf16 once (the decoder's segments call every layer many times), by id
         self._gemm_weights: dict[int, Tensor] | None = None
+        self._step_cache: _StepWeights | None = None  # decode_step's weights for inference
         self.reset_parameters()
 
     @classmethod
@@ -129,6 +130,8 @@ class Seq2Seq(nn.Module):
 
     def decode_step(self, y_prev: Tensor, state: State) -> tuple[Tensor, State]:
         """One decoder step: y_prev (B,) ids -> logits (B, V) and the next state."""
+        if _inference_step(self, y_prev):
+            return self._inference_step(y_prev, state)
         x = self.dropout(self.tgt_emb(y_prev)).unsqueeze(1)  # (B, 1, E)
         out, state = self._decoder(x, state)  # (B, 1, H)
         return self.out(self.dropout(out.squeeze(1))), state
@@ -284,6 +287,43 @@ class Seq2Seq(nn.Module):
             )
         return torch.cat(outs, dim=1), end_loss
 
+    def _inference_step(self, y_prev: Tensor, state: State) -> tuple[Tensor, State]:
+        """decode_step for inference on the CPU (see `INFERENCE_STEP`): each layer's gates in
+        one matrix product of [input, h] with [W_ih, W_hh], the first layer's input term read
+        from a table of every target word's (`_StepWeights`), the cell's pointwise maths in
+        place. The same maths as nn.LSTM's step (tests/test_model.py)."""
+        weights = self._step_weights()
+        h, c = state
+        hidden = h.shape[-1]
+        hs, cs = [], []
+        x = self.tgt_emb(y_prev) if weights.table is None else y_prev
+        for layer, (w, b) in enumerate(weights.layers):
+            if layer == 0 and weights.table is not None:
+                gates = weights.table.index_select(0, y_prev)  # x W_ih^T + b_ih + b_hh
+                gates.addmm_(h[0], w)
+            else:
+                gates = torch.addmm(b, torch.cat([x, h[layer]], 1), w)
+            i = gates[:, :hidden].sigmoid_()
+            f = gates[:, hidden : 2 * hidden].sigmoid_()
+            g = gates[:, 2 * hidden : 3 * hidden].tanh_()
+            o = gates[:, 3 * hidden :].sigmoid_()
+            cell = f * c[layer]
+            cell.addcmul_(i, g)
+            x = o * cell.tanh()
+            hs.append(x)
+            cs.append(cell)
+        return self.out(x), (torch.stack(hs), torch.stack(cs))
+
+    def _step_weights(self) -> _StepWeights:
+        """The inference step's weights, rebuilt whenever a parameter changed (an optimizer
+        step, load_state_dict, .to()): keyed by each parameter's storage and version."""
+        params = [self.tgt_emb.weight, *self.decoder.parameters()]
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        cached = self._step_cache
+        if cached is None or cached.key != key:
+            cached = self._step_cache = _StepWeights.build(self, key)
+        return cached
+
     def _out_gemm_weight(self) -> Tensor | None:
         """The output layer's weight cast for bf16 products under CPU autocast (once per
         forward), else None."""
@@ -299,9 +339,51 @@ class Seq2Seq(nn.Module):
         return _lstm_layers(self.decoder, x, state, self.dropout, cache=self._gemm_weights)
 
 
+INFERENCE_STEP = True  # False: decode_step runs nn.LSTM on the CPU without gradients too
+# the largest first-layer table (target words x 4H) the inference step keeps: 128 MB in fp32
+STEP_TABLE_MAX = 2**25
 OWN_BACKWARD = True  # False: the CPU's training step runs nn.LSTM's own kernels (benchmarks)
 OWN_BF16 = True  # False: under bf16 autocast the CPU's training step runs nn.LSTM's (oneDNN)
 PACKED_DECODER = True  # False: the CPU's training step runs the decoder's padded segments
+
+
+def _inference_step(model: Seq2Seq, y_prev: Tensor) -> bool:
+    """Whether decode_step runs `Seq2Seq._inference_step`: in eval mode without gradients on
+    the CPU, fp32/fp64 weights, no autocast. nn.LSTM's step there calls oneDNN, which reorders
+    the weights at every call (a one-sentence step took twice as long); on a GPU cuDNN runs."""
+    weight = model.out.weight
+    return (
+        INFERENCE_STEP
+        and not model.training
+        and not torch.is_grad_enabled()
+        and y_prev.device.type == "cpu"
+        and weight.device.type == "cpu"
+        and weight.dtype in (torch.float32, torch.float64)
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
+class _StepWeights(NamedTuple):
+    """The inference step's weights: per layer [W_ih, W_hh]^T (in + H, 4H) and b_ih + b_hh,
+    and, where it fits in STEP_TABLE_MAX, the first layer's input term for every target word,
+    E W_ih^T + b_ih + b_hh (V, 4H), with that layer's weight then W_hh^T alone."""
+
+    key: tuple
+    layers: list[tuple[Tensor, Tensor]]
+    table: Tensor | None
+
+    @classmethod
+    def build(cls, model: Seq2Seq, key: tuple) -> _StepWeights:
+        layers, table = [], None
+        with torch.no_grad():
+            for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(model.decoder.all_weights):
+                bias = b_ih + b_hh
+                if layer == 0 and model.tgt_emb.weight.shape[0] * w_ih.shape[0] <= STEP_TABLE_MAX:
+                    table = torch.addmm(bias, model.tgt_emb.weight, w_ih.t())
+                    layers.append((w_hh.t(), bias))
+                else:
+                    layers.append((torch.cat([w_ih, w_hh], 1).t(), bias))
+        return cls(key, layers, table)
 
 
 def _own_backward(x: Tensor) -> bool:

@@ -218,8 +218,7 @@ def beam_search(
         y = torch.full((batch,), SOS, dtype=torch.long, device=device)
         for t in range(steps):
             logits, state = model.decode_step(y, state)  # (B*K, V); (B, V) at step 0
-            logp = torch.log_softmax(_ban_specials(logits.float()), dim=-1)
-            origin, y = beam.step(t, logp)  # (B*K,) flat indices of parent beams, new tokens
+            origin, y = beam.step(t, _ban_specials(logits.float()))  # parent rows, tokens (B*K,)
             state = _select(state, origin if t else origin // k)  # step 0: (B, ...) -> (B*K, ...)
             if (t + 1) % every == 0 and t + 1 < steps:
                 keep = (~beam.done).nonzero().squeeze(1)  # the one host sync
@@ -262,14 +261,22 @@ class _BeamState:
         self.b = index.numel()
         self.offsets = self.offsets[: self.b]  # (B', 1): row of each sentence's first beam
 
-    def step(self, t: int, logp: Tensor) -> tuple[Tensor, Tensor]:
-        """Extend by one token from logp (B*K, V), or (B, V) shared by a sentence's K beams (at
-        step 0, where only the first is live); returns parent indices and tokens (B*K,)."""
+    def step(self, t: int, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """Extend by one token from logits (B*K, V), or (B, V) shared by a sentence's K beams
+        (at step 0, where only the first is live); returns parent indices and tokens (B*K,).
+
+        The best 2K of a sentence's K x V candidates (score + log-softmax) are among the best
+        2K of each beam's logits, so only those are normalised (by the row's logsumexp) and
+        ranked: no (B*K, V) log-softmax or sum is written."""
         b, k = self.b, self.k
-        vocab = logp.size(-1)
-        cand = (self.scores.unsqueeze(-1) + logp.view(b, -1, vocab)).view(b, k * vocab)
-        top, idx = cand.topk(min(2 * k, k * vocab), dim=-1)  # (B, 2K), sorted
-        parent, token = idx // vocab, idx % vocab  # (B, 2K)
+        rows = logits.view(b, -1, logits.size(-1))  # (B, K, V), or (B, 1, V) at step 0
+        width = min(2 * k, rows.size(-1))
+        vals, words = rows.topk(width, dim=-1)  # (B, K', W), sorted
+        vals = vals - rows.logsumexp(-1, keepdim=True)
+        cand = (self.scores.unsqueeze(-1) + vals).view(b, k * width)  # step 0: broadcast
+        top, idx = cand.topk(min(2 * k, k * width), dim=-1)  # (B, 2K), sorted
+        parent = idx // width
+        token = words.expand(b, k, width).reshape(b, k * width).gather(1, idx)  # (B, 2K)
         seqs = self.tokens.gather(1, parent.unsqueeze(-1).expand(-1, -1, self.tokens.size(-1)))
         seqs[:, :, t] = token  # (B, 2K, T)
         is_eos = token == EOS

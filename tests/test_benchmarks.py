@@ -122,6 +122,29 @@ def test_decoder_packing_compares_both_decoder_paths(tmp_path: Path) -> None:
     assert result["packed_over_padded"] > 0
 
 
+def test_decode_compares_batched_single_and_nn_lstm_steps(tmp_path: Path) -> None:
+    """benchmarks/decode.py: one JSON line with batched, one-at-a-time and beam figures for the
+    inference step and for nn.LSTM's step, whose outputs agree."""
+    data = toy_corpus(tmp_path / "data")
+    for lang in ("de", "en"):
+        (data / f"test_2016_flickr.{lang}.gz").write_bytes((data / f"val.{lang}.gz").read_bytes())
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "decode.py"), "--data", str(data)]
+    cmd += ["--emb", "8", "--hidden", "8", "--sentences", "12"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout
+    result = json.loads(lines[0])
+    assert result["sentences"] == 12
+    nn_step = result["nn_lstm_step"]
+    for figures in (result, nn_step):
+        assert min(figures["batched_sent_s"], figures["single_sent_s"], figures["beam5_sent_s"]) > 0
+    assert result["same_as_single"] >= 0.9 and result["beam5_same_as_fixed"] >= 0.9
+    assert nn_step["same_greedy"] >= 0.9 and nn_step["same_beam5"] >= 0.9
+    ratio = result["batched_sent_s"] / nn_step["single_sent_s"]
+    assert result["ratio_to_nn_lstm_single"] == pytest.approx(ratio, rel=0.01)
+
+
 def _replay_module():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:

@@ -371,3 +371,69 @@ def test_dropout_between_lstm_layers_is_drawn_by_fast_dropout(monkeypatch) -> No
     src_tokens = int(b.src_lens.sum())
     assert (src_tokens, hidden) in added  # the packed encoder's first layer's output
     assert len(added) >= 2  # and the decoder's (one per segment)
+
+
+def _steps(model: Seq2Seq, b, ys: torch.Tensor) -> list[torch.Tensor]:
+    """Logits and states of decode_step fed ys (T, B) in turn, eval mode, no gradients."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        state = model.encode(b.src, b.src_lens)
+        for y in ys:
+            logits, state = model.decode_step(y, state)
+            out += [logits, *state]
+    return out
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("table", [True, False])
+def test_inference_step_equals_nn_lstms_step(monkeypatch, layers: int, table: bool) -> None:
+    """decode_step's inference path (eval, no grad, CPU: one product of [x, h] per layer, the
+    first layer's input term from a table or not) gives nn.LSTM's logits and states."""
+    import seq2seq.model as model_module
+
+    b = _batch(seed=8, n=6)
+    torch.manual_seed(5)
+    model = Seq2Seq(V_SRC, V_TGT, emb_dim=8, hidden_dim=12, num_layers=layers, dropout=0.3)
+    model = model.double()
+    model.reset_parameters(bound=0.5)
+    ys = torch.randint(3, V_TGT, (7, len(b)), generator=torch.Generator().manual_seed(1))
+    monkeypatch.setattr(model_module, "STEP_TABLE_MAX", 10**9 if table else 0)
+    monkeypatch.setattr(model_module, "INFERENCE_STEP", False)
+    want = _steps(model, b, ys)
+    assert model._step_cache is None  # nn.LSTM ran
+    monkeypatch.setattr(model_module, "INFERENCE_STEP", True)
+    got = _steps(model, b, ys)
+    assert model._step_cache is not None and (model._step_cache.table is not None) == table
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
+def test_inference_step_follows_changed_weights() -> None:
+    """The inference step's cached weights are rebuilt when a parameter changes in place (an
+    optimizer step, load_state_dict), so decoding after training uses the trained weights."""
+    b = _batch(seed=9)
+    model, other = _model(seed=1), _model(seed=2)
+    ys = torch.randint(3, V_TGT, (3, len(b)), generator=torch.Generator().manual_seed(2))
+    before = _steps(model, b, ys)
+    model.load_state_dict(other.state_dict())  # in-place copies into the same tensors
+    after = _steps(model, b, ys)
+    for g, w in zip(after, _steps(other, b, ys), strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(after[0], before[0])
+    with torch.no_grad():
+        model.decoder.weight_hh_l0.mul_(2.0)  # an optimizer-like in-place update
+    doubled = _steps(model, b, ys)
+    assert not torch.allclose(doubled[0], after[0])
+
+
+def test_inference_step_is_not_taken_in_training_or_with_gradients() -> None:
+    """With gradients or in train mode decode_step stays nn.LSTM's (autograd, dropout)."""
+    b = _batch(seed=10)
+    model = _model(dropout=0.3, seed=1)
+    state = model.encode(b.src, b.src_lens)
+    logits, _ = model.decode_step(b.tgt[:, 0], state)
+    assert logits.requires_grad and model._step_cache is None
+    with torch.no_grad():
+        model.decode_step(b.tgt[:, 0], model.encode(b.src, b.src_lens))  # train mode
+    assert model._step_cache is None

@@ -340,3 +340,31 @@ def test_ensemble_loss_of_one_equals_the_model_and_bad_members_are_refused(toy):
         Ensemble([model, Seq2Seq(5, 6, emb_dim=4, hidden_dim=4, num_layers=1, dropout=0.0)])
     with pytest.raises(ValueError, match="at least one"):
         Ensemble([])
+
+
+@pytest.mark.parametrize("vocab", [50, 6])
+def test_beam_step_ranks_as_a_full_log_softmax_would(vocab):
+    """_BeamState.step ranks only each beam's best 2K logits; its new beams, parents, tokens
+    and scores equal a ranking of all K x V candidates (score + log_softmax), also at step 0
+    (one row a sentence) and when V < 2K."""
+    from seq2seq.search import _BeamState
+
+    b, k, steps = 3, 4, 4
+    g = torch.Generator().manual_seed(vocab)
+    limits = torch.full((b,), steps)
+    beam = _BeamState(b, k, steps, limits, 1.0, torch.device("cpu"))
+    scores = torch.full((b, k), float("-inf"))
+    scores[:, 0] = 0.0
+    for t in range(steps - 1):
+        logits = torch.randn(b * k if t else b, vocab, generator=g) * 3
+        logp = torch.log_softmax(logits, -1).view(b, -1, vocab)
+        cand = (scores.unsqueeze(-1) + logp).view(b, -1)  # all K x V (step 0: broadcast)
+        top, idx = cand.topk(min(2 * k, k * vocab), dim=-1)
+        alive = top.masked_fill(idx % vocab == EOS, float("-inf")).topk(k, dim=-1)
+        origin, tokens = beam.step(t, logits.clone())
+        want_parent = idx.gather(1, alive.indices) // vocab
+        want_origin = (want_parent + torch.arange(b).unsqueeze(1) * k).view(-1)
+        assert origin.tolist() == want_origin.tolist()
+        assert tokens.tolist() == (idx.gather(1, alive.indices) % vocab).view(-1).tolist()
+        torch.testing.assert_close(beam.scores, alive.values, rtol=1e-6, atol=1e-6)
+        scores = alive.values
