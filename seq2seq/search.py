@@ -266,13 +266,15 @@ class _BeamState:
         (at step 0, where only the first is live); returns parent indices and tokens (B*K,).
 
         The best 2K of a sentence's K x V candidates (score + log-softmax) are among the best
-        2K of each beam's logits, so only those are normalised (by the row's logsumexp) and
-        ranked: no (B*K, V) log-softmax or sum is written."""
+        2K of each beam's logits, so only those are normalised (by the row's logsumexp, summed
+        in place over `logits`, which this overwrites) and ranked: no (B*K, V) log-softmax or
+        sum is written."""
         b, k = self.b, self.k
         rows = logits.view(b, -1, logits.size(-1))  # (B, K, V), or (B, 1, V) at step 0
         width = min(2 * k, rows.size(-1))
-        vals, words = rows.topk(width, dim=-1)  # (B, K', W), sorted
-        vals = vals - rows.logsumexp(-1, keepdim=True)
+        vals, words = rows.topk(width, dim=-1)  # (B, K', W), sorted: the max comes first
+        top1 = vals[..., :1]
+        vals = vals - top1 - rows.sub_(top1).exp_().sum(-1, keepdim=True).log()
         cand = (self.scores.unsqueeze(-1) + vals).view(b, k * width)  # step 0: broadcast
         top, idx = cand.topk(min(2 * k, k * width), dim=-1)  # (B, 2K), sorted
         parent = idx // width
