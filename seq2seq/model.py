@@ -25,12 +25,18 @@ and the model's FastDropout draws the dropout between layers. `OWN_BACKWARD = Fa
 nn.LSTM's kernels instead, with the same results (tests/test_model.py). Under bf16 autocast the
 CPU's training step runs that layer too, its matrix products on bf16 operands (on CPUs with AMX
 these run on its tiles) and its gates and states in fp32; `OWN_BF16 = False` gives it to
-nn.LSTM's oneDNN bf16 kernels instead. Without gradients (validation, decoding) nn.LSTM runs.
+nn.LSTM's oneDNN bf16 kernels instead. Without gradients nn.LSTM runs, except for decode_step
+in eval mode on the CPU (greedy and beam search, one step at a time): its own inference step
+(`INFERENCE_STEP`) computes each layer's gates in two matrix products on the weights as they
+are, and, within `inference_table` (translate_ids holds one), reads the first layer's input term
+from a table of every target word; nn.LSTM's step there went through oneDNN, which reorders the
+weights at every call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -89,7 +95,7 @@ class Seq2Seq(nn.Module):
         # within a training forward under CPU bf16 autocast: the LSTM and output weights cast
         # to bf16 once (the decoder's segments call every layer many times), by id
         self._gemm_weights: dict[int, Tensor] | None = None
-        self._step_cache: _StepWeights | None = None  # decode_step's weights for inference
+        self._step_table: Tensor | None = None  # decode_step's first-layer table: inference_table
         self.reset_parameters()
 
     @classmethod
@@ -130,7 +136,7 @@ class Seq2Seq(nn.Module):
 
     def decode_step(self, y_prev: Tensor, state: State) -> tuple[Tensor, State]:
         """One decoder step: y_prev (B,) ids -> logits (B, V) and the next state."""
-        if _inference_step(self, y_prev):
+        if _use_inference_step(self, y_prev):
             return self._inference_step(y_prev, state)
         x = self.dropout(self.tgt_emb(y_prev)).unsqueeze(1)  # (B, 1, E)
         out, state = self._decoder(x, state)  # (B, 1, H)
@@ -287,22 +293,52 @@ class Seq2Seq(nn.Module):
             )
         return torch.cat(outs, dim=1), end_loss
 
+    @contextmanager
+    def inference_table(self, rows: int) -> Iterator[None]:
+        """Within it, decode_step's inference step (`INFERENCE_STEP`) reads the first decoder
+        layer's input term from a table of every target word's, E W_ih^T + b_ih + b_hh
+        (V, 4H), built on entry and dropped on exit: the weights must not change inside.
+
+        Built only where it pays: on the CPU, for about `rows` decoder row-steps to come (a
+        row-step saves a (E, 4H) product; the table costs V of them), and within
+        STEP_TABLE_MAX. translate_ids holds it for a whole corpus. A nested call keeps the
+        outer table. There is no cache across calls: an optimizer's fused step changes the
+        weights without bumping their version counters, so a cache could not tell."""
+        w_ih, _, b_ih, b_hh = self.decoder.all_weights[0]
+        vocab, width = self.tgt_emb.weight.shape[0], w_ih.shape[0]
+        if (
+            self._step_table is not None
+            or not INFERENCE_STEP
+            or w_ih.device.type != "cpu"
+            or rows < vocab
+            or vocab * width > STEP_TABLE_MAX
+        ):
+            yield
+            return
+        with torch.no_grad():
+            self._step_table = torch.addmm(b_ih + b_hh, self.tgt_emb.weight, w_ih.t())
+        try:
+            yield
+        finally:
+            self._step_table = None
+
     def _inference_step(self, y_prev: Tensor, state: State) -> tuple[Tensor, State]:
-        """decode_step for inference on the CPU (see `INFERENCE_STEP`): each layer's gates in
-        one matrix product of [input, h] with [W_ih, W_hh], the first layer's input term read
-        from a table of every target word's (`_StepWeights`), the cell's pointwise maths in
-        place. The same maths as nn.LSTM's step (tests/test_model.py)."""
-        weights = self._step_weights()
+        """decode_step for inference on the CPU (see `INFERENCE_STEP`): each layer's gates as
+        x W_ih^T + h W_hh^T + b_ih + b_hh in two matrix products on the weights as they are
+        (the first layer's x W_ih^T + biases from `inference_table` where one is held), the
+        cell's pointwise maths in place. The same maths as nn.LSTM's step
+        (tests/test_model.py)."""
         h, c = state
         hidden = h.shape[-1]
         hs, cs = [], []
-        x = self.tgt_emb(y_prev) if weights.table is None else y_prev
-        for layer, (w, b) in enumerate(weights.layers):
-            if layer == 0 and weights.table is not None:
-                gates = weights.table.index_select(0, y_prev)  # x W_ih^T + b_ih + b_hh
-                gates.addmm_(h[0], w)
+        x = y_prev
+        for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.decoder.all_weights):
+            if layer == 0 and self._step_table is not None:
+                gates = self._step_table.index_select(0, y_prev)
             else:
-                gates = torch.addmm(b, torch.cat([x, h[layer]], 1), w)
+                x = self.tgt_emb(y_prev) if layer == 0 else x
+                gates = torch.addmm(b_ih + b_hh, x, w_ih.t())
+            gates.addmm_(h[layer], w_hh.t())
             i = gates[:, :hidden].sigmoid_()
             f = gates[:, hidden : 2 * hidden].sigmoid_()
             g = gates[:, 2 * hidden : 3 * hidden].tanh_()
@@ -313,16 +349,6 @@ class Seq2Seq(nn.Module):
             hs.append(x)
             cs.append(cell)
         return self.out(x), (torch.stack(hs), torch.stack(cs))
-
-    def _step_weights(self) -> _StepWeights:
-        """The inference step's weights, rebuilt whenever a parameter changed (an optimizer
-        step, load_state_dict, .to()): keyed by each parameter's storage and version."""
-        params = [self.tgt_emb.weight, *self.decoder.parameters()]
-        key = tuple((p.data_ptr(), p._version) for p in params)
-        cached = self._step_cache
-        if cached is None or cached.key != key:
-            cached = self._step_cache = _StepWeights.build(self, key)
-        return cached
 
     def _out_gemm_weight(self) -> Tensor | None:
         """The output layer's weight cast for bf16 products under CPU autocast (once per
@@ -340,14 +366,14 @@ class Seq2Seq(nn.Module):
 
 
 INFERENCE_STEP = True  # False: decode_step runs nn.LSTM on the CPU without gradients too
-# the largest first-layer table (target words x 4H) the inference step keeps: 128 MB in fp32
+# the largest first-layer table (target words x 4H) inference_table builds: 128 MB in fp32
 STEP_TABLE_MAX = 2**25
 OWN_BACKWARD = True  # False: the CPU's training step runs nn.LSTM's own kernels (benchmarks)
 OWN_BF16 = True  # False: under bf16 autocast the CPU's training step runs nn.LSTM's (oneDNN)
 PACKED_DECODER = True  # False: the CPU's training step runs the decoder's padded segments
 
 
-def _inference_step(model: Seq2Seq, y_prev: Tensor) -> bool:
+def _use_inference_step(model: Seq2Seq, y_prev: Tensor) -> bool:
     """Whether decode_step runs `Seq2Seq._inference_step`: in eval mode without gradients on
     the CPU, fp32/fp64 weights, no autocast. nn.LSTM's step there calls oneDNN, which reorders
     the weights at every call (a one-sentence step took twice as long); on a GPU cuDNN runs."""
@@ -361,29 +387,6 @@ def _inference_step(model: Seq2Seq, y_prev: Tensor) -> bool:
         and weight.dtype in (torch.float32, torch.float64)
         and not torch.is_autocast_enabled("cpu")
     )
-
-
-class _StepWeights(NamedTuple):
-    """The inference step's weights: per layer [W_ih, W_hh]^T (in + H, 4H) and b_ih + b_hh,
-    and, where it fits in STEP_TABLE_MAX, the first layer's input term for every target word,
-    E W_ih^T + b_ih + b_hh (V, 4H), with that layer's weight then W_hh^T alone."""
-
-    key: tuple
-    layers: list[tuple[Tensor, Tensor]]
-    table: Tensor | None
-
-    @classmethod
-    def build(cls, model: Seq2Seq, key: tuple) -> _StepWeights:
-        layers, table = [], None
-        with torch.no_grad():
-            for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(model.decoder.all_weights):
-                bias = b_ih + b_hh
-                if layer == 0 and model.tgt_emb.weight.shape[0] * w_ih.shape[0] <= STEP_TABLE_MAX:
-                    table = torch.addmm(bias, model.tgt_emb.weight, w_ih.t())
-                    layers.append((w_hh.t(), bias))
-                else:
-                    layers.append((torch.cat([w_ih, w_hh], 1).t(), bias))
-        return cls(key, layers, table)
 
 
 def _own_backward(x: Tensor) -> bool:

@@ -26,7 +26,8 @@ decoders; decoder states may be nested tuples of (L, B, H) tensors (one (h, c) p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -100,6 +101,15 @@ class Ensemble(nn.Module):
 
     def _each(self) -> list[Any]:
         return list(self.members)
+
+    @contextmanager
+    def inference_table(self, rows: int) -> Iterator[None]:
+        """Each member's `inference_table` (where it has one) for the duration."""
+        with ExitStack() as stack:
+            for member in self._each():
+                if hasattr(member, "inference_table"):
+                    stack.enter_context(member.inference_table(rows))
+            yield
 
     def encode(self, src: Tensor, src_lens: Tensor) -> tuple[Any, ...]:
         """src (B, S), src_lens (B,) -> one decoder state per member."""
@@ -334,7 +344,8 @@ def translate_ids(
     `batch_size` sentences for greedy (beam_size 1), `batch_size // beam_size` for beam search
     (K rows each). Each sentence gets up to
     `max_len_ratio * len + 10` tokens; the results come back in input order. An empty source
-    gives [] without touching the model.
+    gives [] without touching the model. A model with an `inference_table(rows)` context
+    (Seq2Seq, Ensemble) holds it for the whole corpus.
     """
     seqs = [list(s) for s in sequences]
     device = torch.device(device)
@@ -344,20 +355,24 @@ def translate_ids(
         progress(0, total=len(seqs))
         progress(len(seqs) - len(order))  # empty sources are already done
     per_batch = max(1, batch_size // beam_size)
-    for start in range(0, len(order), per_batch):
-        idx = order[start : start + per_batch]
-        src, lens = _pad([seqs[i] for i in idx], device)
-        limits = (lens.to(torch.float64) * max_len_ratio + 10).long()
-        if beam_size == 1:
-            out = greedy_decode(model, src, lens, limits)
-        else:
-            out = beam_search(
-                model, src, lens, beam_size=beam_size, max_len=limits, length_penalty=length_penalty
-            )
-        for i, hyp in zip(idx, out, strict=True):
-            results[i] = hyp
-        if progress is not None:
-            progress(len(idx))
+    table = getattr(model, "inference_table", None)  # Seq2Seq's first-layer table, if any
+    rows = beam_size * sum(len(s) for s in seqs)  # decoder row-steps, about
+    with nullcontext() if table is None else table(rows):
+        for start in range(0, len(order), per_batch):
+            idx = order[start : start + per_batch]
+            src, lens = _pad([seqs[i] for i in idx], device)
+            limits = (lens.to(torch.float64) * max_len_ratio + 10).long()
+            if beam_size == 1:
+                out = greedy_decode(model, src, lens, limits)
+            else:
+                out = beam_search(
+                    model, src, lens, beam_size=beam_size, max_len=limits,
+                    length_penalty=length_penalty,
+                )  # fmt: skip
+            for i, hyp in zip(idx, out, strict=True):
+                results[i] = hyp
+            if progress is not None:
+                progress(len(idx))
     return results
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -388,8 +390,9 @@ def _steps(model: Seq2Seq, b, ys: torch.Tensor) -> list[torch.Tensor]:
 @pytest.mark.parametrize("layers", [1, 3])
 @pytest.mark.parametrize("table", [True, False])
 def test_inference_step_equals_nn_lstms_step(monkeypatch, layers: int, table: bool) -> None:
-    """decode_step's inference path (eval, no grad, CPU: one product of [x, h] per layer, the
-    first layer's input term from a table or not) gives nn.LSTM's logits and states."""
+    """decode_step's inference step (eval, no grad, CPU: two products per layer on the weights
+    as they are; the first layer's input term from inference_table's table or not) gives
+    nn.LSTM's logits and states."""
     import seq2seq.model as model_module
 
     b = _batch(seed=8, n=6)
@@ -398,42 +401,86 @@ def test_inference_step_equals_nn_lstms_step(monkeypatch, layers: int, table: bo
     model = model.double()
     model.reset_parameters(bound=0.5)
     ys = torch.randint(3, V_TGT, (7, len(b)), generator=torch.Generator().manual_seed(1))
-    monkeypatch.setattr(model_module, "STEP_TABLE_MAX", 10**9 if table else 0)
+    calls = []
+    own = model_module.Seq2Seq._inference_step
+    monkeypatch.setattr(
+        model_module.Seq2Seq, "_inference_step", lambda *a: calls.append(1) or own(*a)
+    )
     monkeypatch.setattr(model_module, "INFERENCE_STEP", False)
     want = _steps(model, b, ys)
-    assert model._step_cache is None  # nn.LSTM ran
+    assert not calls  # nn.LSTM ran
     monkeypatch.setattr(model_module, "INFERENCE_STEP", True)
-    got = _steps(model, b, ys)
-    assert model._step_cache is not None and (model._step_cache.table is not None) == table
+    with model.inference_table(rows=10**6) if table else contextlib.nullcontext():
+        assert (model._step_table is not None) == table
+        got = _steps(model, b, ys)
+    assert len(calls) == len(ys) and model._step_table is None
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
 
 
-def test_inference_step_follows_changed_weights() -> None:
-    """The inference step's cached weights are rebuilt when a parameter changes in place (an
-    optimizer step, load_state_dict), so decoding after training uses the trained weights."""
-    b = _batch(seed=9)
-    model, other = _model(seed=1), _model(seed=2)
-    ys = torch.randint(3, V_TGT, (3, len(b)), generator=torch.Generator().manual_seed(2))
-    before = _steps(model, b, ys)
-    model.load_state_dict(other.state_dict())  # in-place copies into the same tensors
-    after = _steps(model, b, ys)
-    for g, w in zip(after, _steps(other, b, ys), strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
-    assert not torch.allclose(after[0], before[0])
-    with torch.no_grad():
-        model.decoder.weight_hh_l0.mul_(2.0)  # an optimizer-like in-place update
-    doubled = _steps(model, b, ys)
-    assert not torch.allclose(doubled[0], after[0])
+def test_inference_table_only_where_it_pays_and_fits(monkeypatch) -> None:
+    """The table is built for at least V row-steps to come, within STEP_TABLE_MAX, and a
+    nested call keeps the outer one."""
+    import seq2seq.model as model_module
+
+    model = _model(seed=1).eval()
+    with model.inference_table(rows=V_TGT - 1):
+        assert model._step_table is None
+    with model.inference_table(rows=V_TGT):
+        outer = model._step_table
+        assert outer is not None and outer.shape == (V_TGT, 4 * 12)
+        with model.inference_table(rows=10**6):
+            assert model._step_table is outer
+        assert model._step_table is outer
+    monkeypatch.setattr(model_module, "STEP_TABLE_MAX", V_TGT * 4 * 12 - 1)
+    with model.inference_table(rows=10**6):
+        assert model._step_table is None
 
 
-def test_inference_step_is_not_taken_in_training_or_with_gradients() -> None:
+def test_decoding_after_fused_adam_steps_uses_the_new_weights(monkeypatch) -> None:
+    """translate_ids after the library's optimizer (fused Adam, whose steps leave the weights'
+    version counters as they were) decodes with the updated weights: its outputs equal
+    nn.LSTM's step's, before and after training."""
+    import seq2seq.model as model_module
+    from seq2seq.search import translate_ids
+    from seq2seq.training import adam
+
+    b = _batch(seed=11, n=6)
+    model = _model(seed=6).float()
+    model.reset_parameters(bound=0.5)
+    optimizer = adam(model.parameters(), lr=0.05)
+    src = [row[:n] for row, n in zip(b.src.tolist(), b.src_lens.tolist(), strict=True)]
+
+    def both() -> tuple[list, list]:
+        monkeypatch.setattr(model_module, "INFERENCE_STEP", True)
+        own = translate_ids(model, src, beam_size=2, max_len_ratio=3.0)
+        monkeypatch.setattr(model_module, "INFERENCE_STEP", False)
+        return own, translate_ids(model, src, beam_size=2, max_len_ratio=3.0)
+
+    first = both()
+    assert first[0] == first[1]
+    for _ in range(5):
+        model.train()
+        optimizer.zero_grad()
+        loss, _ = model(b.src, b.src_lens, b.tgt, b.tgt_lens, [True] * (b.tgt.shape[1] - 1))
+        loss.backward()
+        optimizer.step()
+    second = both()
+    assert second[0] == second[1]
+    assert second[0] != first[0]  # the training changed the translations
+
+
+def test_inference_step_is_not_taken_in_training_or_with_gradients(monkeypatch) -> None:
     """With gradients or in train mode decode_step stays nn.LSTM's (autograd, dropout)."""
+    import seq2seq.model as model_module
+
+    def refuse(*args):
+        raise AssertionError("the inference step ran")
+
+    monkeypatch.setattr(model_module.Seq2Seq, "_inference_step", refuse)
     b = _batch(seed=10)
     model = _model(dropout=0.3, seed=1)
-    state = model.encode(b.src, b.src_lens)
-    logits, _ = model.decode_step(b.tgt[:, 0], state)
-    assert logits.requires_grad and model._step_cache is None
+    logits, _ = model.decode_step(b.tgt[:, 0], model.encode(b.src, b.src_lens))
+    assert logits.requires_grad
     with torch.no_grad():
         model.decode_step(b.tgt[:, 0], model.encode(b.src, b.src_lens))  # train mode
-    assert model._step_cache is None
