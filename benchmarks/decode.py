@@ -12,7 +12,7 @@ the 1,000 test2016 sentences are translated (max length 2 x source + 10):
 - batched beam search (beam 5), and the same with done sentences kept in the batch until it
   is done (`search.COMPACT_BEAMS = False`, fixed shapes: how it ran before 2026-12-06),
 - all three again with nn.LSTM's step (`seq2seq.model.INFERENCE_STEP = False`, how every
-  decoder step ran before 2026-12-08: oneDNN, which reorders the weights at every call),
+  decoder step ran before commit f912dfc: oneDNN, which reorders the weights at every call),
 
 each timed after a warm-up on 64 sentences. `ratio` = batched / single sentences per second.
 `same_as_single` is the fraction of sentences whose batched greedy ids equal the one-at-a-time
