@@ -310,6 +310,7 @@ class Seq2Seq(nn.Module):
             self._step_table is not None
             or not INFERENCE_STEP
             or w_ih.device.type != "cpu"
+            or w_ih.dtype not in (torch.float32, torch.float64)  # as _use_inference_step
             or rows < vocab
             or vocab * width > STEP_TABLE_MAX
         ):
