@@ -145,7 +145,7 @@ def measure(model: Seq2Seq, src: list[list[int]], batch_size: int) -> dict:
         fixed_rate, fixed = rate(lambda: batched(5), len(src))
     finally:
         search.COMPACT_BEAMS = True
-    model_module.INFERENCE_STEP = False  # as before 2026-12-07: nn.LSTM's step (oneDNN)
+    model_module.INFERENCE_STEP = False  # as before commit f912dfc: nn.LSTM's step (oneDNN)
     try:
         batched(1, src[:64]), batched(5, src[:64]), one_at_a_time(model, src[:64], RATIO)
         nn_batched_rate, nn_greedy = rate(lambda: batched(1), len(src))

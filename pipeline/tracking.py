@@ -63,18 +63,20 @@ LOGGED_AT = "logged_at_ms"  # an epoch's first logging attempt (pipeline.outage 
 
 
 # ------------------------------------------------------------------------------- resolution
+SQLITE = "sqlite:///"  # + the database path: absolute with a fourth slash, else relative
+
+
 def _absolute_sqlite(uri: str, root: Path) -> str:
     """`sqlite:///rel.db` is relative to the cwd; anchor it at the project root instead."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str((root / uri[len(prefix) :]).resolve())
+    db = sqlite_file(uri)
+    if db is not None and not db.is_absolute():
+        return SQLITE + str((root / db).resolve())
     return uri
 
 
 def sqlite_file(uri: str) -> Path | None:
     """The database file of a `sqlite:///` tracking URI; None for any other store."""
-    prefix = "sqlite:///"
-    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
+    return Path(uri[len(SQLITE) :]) if uri.startswith(SQLITE) else None
 
 
 def tracking_uri(
@@ -86,7 +88,7 @@ def tracking_uri(
     """mlflow.tracking_uri > env MLFLOW_TRACKING_URI > sqlite:////<root>/mlflow.db."""
     env = os.environ if env is None else env
     root = project_root(cwd)
-    uri = from_env("mlflow.tracking_uri", configured, env) or f"sqlite:///{root / 'mlflow.db'}"
+    uri = from_env("mlflow.tracking_uri", configured, env) or f"{SQLITE}{root / 'mlflow.db'}"
     return _absolute_sqlite(uri, root)
 
 

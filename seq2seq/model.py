@@ -332,12 +332,14 @@ class Seq2Seq(nn.Module):
         h, c = state
         hidden = h.shape[-1]
         hs, cs = [], []
-        x = y_prev
+        table = self._step_table
+        x = y_prev  # the layer's input: for the first, ids (the table's rows or embeddings)
         for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.decoder.all_weights):
-            if layer == 0 and self._step_table is not None:
-                gates = self._step_table.index_select(0, y_prev)
+            if layer == 0 and table is not None:
+                gates = table.index_select(0, x)
             else:
-                x = self.tgt_emb(y_prev) if layer == 0 else x
+                if layer == 0:
+                    x = self.tgt_emb(x)
                 gates = torch.addmm(b_ih + b_hh, x, w_ih.t())
             gates.addmm_(h[layer], w_hh.t())
             i = gates[:, :hidden].sigmoid_()
