@@ -186,6 +186,8 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=256, help="LSTM size (the seeds' model: 512)")
     p.add_argument("--sentences", type=int, default=None, help="decode only the first N")
     args = p.parse_args()
+    if args.sentences is not None and args.sentences < 1:
+        p.error(f"--sentences must be at least 1, got {args.sentences}")
     torch.set_num_threads(args.threads)
     sv, tv, train_corpus, src, refs, ref_tokens = load(args.data)
     if args.sentences is not None:

@@ -143,6 +143,9 @@ def test_decode_compares_batched_single_and_nn_lstm_steps(tmp_path: Path) -> Non
     assert nn_step["same_greedy"] >= 0.9 and nn_step["same_beam5"] >= 0.9
     ratio = result["batched_sent_s"] / nn_step["single_sent_s"]
     assert result["ratio_to_nn_lstm_single"] == pytest.approx(ratio, rel=0.01)
+    bad = subprocess.run([*cmd[:-1], "0"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--sentences must be at least 1" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def _replay_module():
