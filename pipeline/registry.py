@@ -30,6 +30,7 @@ from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 from pipeline.config import Config
+from seq2seq.defaults import DEFAULT_BATCH_ROWS
 
 SOURCE, TRANSLATION = "source", "translation"
 MODEL_NAME = "model"  # the logged model's name on the run
@@ -80,7 +81,7 @@ class Translator(PythonModel):
         params = params or {}
         ratio, alpha = _decoding(self.ckpt)
         spec = DecodeSpec(
-            int(params.get("beam_size", 1)), int(params.get("batch_size", 256)), ratio, alpha
+            int(params.get("beam_size", 1)), int(params.get("batch_size", DEFAULT_BATCH_ROWS)), ratio, alpha
         )
         src = prepare(self.ckpt, texts)
         out = translate_texts(self.model, src, self.ckpt.tgt_vocab, spec, device=self.device)
@@ -94,7 +95,7 @@ def signature(beam_size: int) -> ModelSignature:
         params=ParamSchema(
             [
                 ParamSpec("beam_size", DataType.long, int(beam_size)),
-                ParamSpec("batch_size", DataType.long, 256),
+                ParamSpec("batch_size", DataType.long, DEFAULT_BATCH_ROWS),
             ]
         ),
     )

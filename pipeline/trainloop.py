@@ -247,7 +247,6 @@ def train_loop_per_worker(config: Mapping[str, Any]) -> None:
         device=w.device,
         autocast=bf16,
         train_model=ray.train.torch.prepare_model(w.model),  # DDP when world > 1
-        eval_batch_size=w.cfg.evaluate.batch_size,
         on_epoch=_reporter(w, bf16, speedup),
         before_epoch=lambda epoch: _maybe_fault(config.get("fault"), epoch, w.rank, w.world),
     )

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from seq2seq import precision
 from seq2seq.batching import Batch, ParallelCorpus, iterate_batches
+from seq2seq.defaults import LOSS_BATCH_PAIRS
 from seq2seq.metrics import perplexity
 
 Progress = Callable[..., None]  # progress(n=1, total=None, description=None)
@@ -243,7 +244,7 @@ def fit(
     device: torch.device | str | None = None,
     autocast: bool = False,
     train_model: nn.Module | None = None,
-    eval_batch_size: int = 256,
+    eval_batch_size: int = LOSS_BATCH_PAIRS,
     before_epoch: Callable[[int], None] | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
     progress: Progress | None = None,

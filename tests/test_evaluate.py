@@ -16,6 +16,7 @@ from pipeline.prepared import prepared_meta, read_split, run_preprocessing
 from pipeline.stages import download, evaluate, preprocess
 from seq2seq.batching import iterate_batches
 from seq2seq.checkpoint import save_checkpoint
+from seq2seq.defaults import LOSS_BATCH_PAIRS
 from seq2seq.errors import CheckpointError
 from seq2seq.model import Seq2Seq
 from seq2seq.training import evaluate_loss, fit, make_optimizer
@@ -140,7 +141,7 @@ def test_a_natural_order_checkpoint_is_scored_on_natural_order_sources(tiny_proj
 
     def loss(reverse: bool) -> float:
         batches = iterate_batches(
-            read_split(prepared, "test", reverse), 256, shuffle=False, seed=0, epoch=0
+            read_split(prepared, "test", reverse), LOSS_BATCH_PAIRS, shuffle=False, seed=0, epoch=0
         )
         return evaluate_loss(model, batches, autocast=False).loss
 
@@ -177,6 +178,29 @@ def _top(cfg: Config, *members: Path) -> Path:
     listed = [{"rank": r, "trial": f"t_{r}"} for r in range(1, len(members) + 1)]
     (top / MEMBERS_FILE).write_text(json.dumps(listed))
     return top
+
+
+def test_the_decoding_batch_size_changes_no_figure(tiny_project, monkeypatch):
+    """evaluate.batch_size sets the decoder rows per batch only: one sentence at a time and the
+    whole test split in a batch give the same translations and scores, and the test loss is
+    computed on its own batches (LOSS_BATCH_PAIRS sentence pairs), whatever the decoding rows."""
+    cfg = tiny_project
+    samples = Path(cfg.paths.metrics, "samples.json")
+    loss_batches: list[int] = []
+
+    def spy(corpus, batch_size, **kwargs):
+        loss_batches.append(batch_size)
+        return iterate_batches(corpus, batch_size, **kwargs)
+
+    monkeypatch.setattr(evaluate, "iterate_batches", spy)
+    runs = []
+    for rows in (5, 4096):  # beam 5: one sentence a batch; all of them in one
+        runs.append(evaluate.run(cfg.with_overrides({"evaluate.batch_size": rows})))
+        runs[-1]["samples"] = json.loads(samples.read_text())
+    one, many = runs
+    assert loss_batches == [LOSS_BATCH_PAIRS, LOSS_BATCH_PAIRS]
+    for key in ("test_bleu", "test_bleu_greedy", "test_chrf", "test_loss", "samples"):
+        assert one[key] == many[key], key
 
 
 def test_ensemble_of_two_copies_scores_like_the_single_model(tiny_project):

@@ -33,6 +33,7 @@ from pipeline.prepared import read_frame, read_split
 from pipeline.stages.figures import draw_encoder_pca
 from seq2seq.batching import iterate_batches
 from seq2seq.checkpoint import Checkpoint
+from seq2seq.defaults import LOSS_BATCH_PAIRS
 from seq2seq.evaluation import DecodeSpec, translate_texts
 from seq2seq.io import atomic_dir, write_json
 from seq2seq.metrics import (
@@ -133,7 +134,7 @@ def _test_loss(cfg: Config, ckpt: Checkpoint, model, device) -> float:
     """Teacher-forced loss on the test split (sources in the checkpoint's order)."""
     corpus = read_split(Path(cfg.paths.prepared), "test", ckpt.preprocessing.reverse_source)
     batches = iterate_batches(
-        corpus, cfg.evaluate.batch_size, shuffle=False, seed=0, epoch=0, device=device
+        corpus, LOSS_BATCH_PAIRS, shuffle=False, seed=0, epoch=0, device=device
     )
     return evaluate_loss(model, batches, autocast=False).loss
 
