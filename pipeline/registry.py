@@ -80,9 +80,8 @@ class Translator(PythonModel):
         texts = ["" if v is None else str(v) for v in frame[SOURCE].tolist()]
         params = params or {}
         ratio, alpha = _decoding(self.ckpt)
-        spec = DecodeSpec(
-            int(params.get("beam_size", 1)), int(params.get("batch_size", DEFAULT_BATCH_ROWS)), ratio, alpha
-        )
+        rows = int(params.get("batch_size", DEFAULT_BATCH_ROWS))
+        spec = DecodeSpec(int(params.get("beam_size", 1)), rows, ratio, alpha)
         src = prepare(self.ckpt, texts)
         out = translate_texts(self.model, src, self.ckpt.tgt_vocab, spec, device=self.device)
         return pd.DataFrame({TRANSLATION: out})
